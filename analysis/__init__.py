@@ -1,0 +1,1 @@
+"""Analysis of churnsim lakes: reads Delta tables only, never the engine."""

@@ -1,0 +1,219 @@
+"""Customers: their state, and how they behave between two events of the timeline.
+
+Each customer is an agent with its own state (segment, intensity, last purchase, lifecycle).
+Between two events that can change intensity (an intervention, a drift step, the month end, its
+own graduation) nothing does, so a customer's purchases in that span are drawn in one wake-up
+(event skipping), for all customers of a shard at once. Purchases follow a non-homogeneous
+Poisson process (thinning against a bound); dropout is a competing hazard that grows with
+recency and restarts at each purchase; a customer who drops out buys no more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from sim import keyed
+from sim.calendar import seasonal_bound, seasonal_factor
+from sim.scenario import Seasonality
+from sim.segments import CATEGORY_WEIGHTS, NEW_CUSTOMER
+
+__all__ = ["Agents", "Purchases", "Rates", "advance"]
+
+_CATEGORY_CDF = np.cumsum(CATEGORY_WEIGHTS / CATEGORY_WEIGHTS.sum())
+
+
+@dataclass
+class Agents:
+    """Per-customer state of one shard, as parallel arrays (one element per customer)."""
+
+    customer_id: np.ndarray  # int64
+    segment: np.ndarray  # int8, current segment code
+    since: np.ndarray  # float64 engine time of signup
+    t0: np.ndarray  # float64, where the intensity decay clock starts
+    het: np.ndarray  # float64, frequency multiplier (mean 1)
+    spend_scale: np.ndarray  # float64, spend multiplier (correlated with het)
+    last: np.ndarray  # float64, last purchase time (NaN: none yet)
+    dropout: np.ndarray  # float64, latent dropout time (NaN: still active)
+    graduate_at: np.ndarray  # float64 (NaN: not a new customer any more)
+    grad_to: np.ndarray  # int8, segment after graduation (-1: none)
+    flags: np.ndarray  # uint64, bit j set: reached by effect j (interventions, experiment arms)
+    due: np.ndarray  # float64, operational time left until the next candidate purchase
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    @classmethod
+    def empty(cls) -> Agents:
+        return cls.from_columns({})
+
+    @classmethod
+    def from_columns(cls, cols: dict[str, np.ndarray]) -> Agents:
+        return cls(**{f.name: np.asarray(cols.get(f.name, np.empty(0, _DTYPES[f.name])), _DTYPES[f.name])
+                      for f in fields(cls)})
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def extend(self, other: Agents) -> Agents:
+        return Agents(**{k: np.concatenate([v, getattr(other, k)]) for k, v in self.columns().items()})
+
+
+_DTYPES = {
+    "customer_id": np.int64, "segment": np.int8, "since": np.float64, "t0": np.float64,
+    "het": np.float64, "spend_scale": np.float64, "last": np.float64, "dropout": np.float64,
+    "graduate_at": np.float64, "grad_to": np.int8, "flags": np.uint64, "due": np.float64,
+}
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-segment parameters in force during one block (calibration and drift applied)."""
+
+    purchase_rate: np.ndarray
+    decay_per_year: np.ndarray
+    spend_median: np.ndarray
+    spend_sigma: np.ndarray
+    dropout_hazard: np.ndarray
+    regularity: np.ndarray
+    app_share: np.ndarray
+    store_share: np.ndarray
+    recency_scale: float
+
+
+@dataclass
+class Purchases:
+    """Purchases drawn in one block, in (customer, time) order."""
+
+    customer_id: np.ndarray
+    t: np.ndarray
+    amount: np.ndarray
+    segment: np.ndarray
+    channel: np.ndarray  # int8 code into CHANNELS
+    category: np.ndarray  # int8 code into CATEGORIES
+
+
+def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarray:
+    """Gamma(shape, 1/shape) gaps (mean 1): exponential at shape 1, else Wilson-Hilferty."""
+    z = keyed.normal(seed, "gap", *key)
+    wh = np.maximum(1.0 - 1.0 / (9.0 * shape) + z / (3.0 * np.sqrt(shape)), 0.05) ** 3
+    u = keyed.uniform(seed, "gap", *key, 2)
+    return np.where(shape == 1.0, -np.log(u), wh)
+
+
+def _hazard_inverse(y: np.ndarray, hz: np.ndarray, tau: float) -> np.ndarray:
+    """Recency r with H(r) = y, where H(r) = hz * (r + r^2 / (2 tau))."""
+    return tau * (np.sqrt(1.0 + 2.0 * y / (hz * tau)) - 1.0)
+
+
+def advance(
+    agents: Agents,
+    idx: np.ndarray,
+    b: np.ndarray,
+    rates: Rates,
+    mult: tuple[np.ndarray, np.ndarray, np.ndarray],
+    season: Seasonality,
+    *,
+    seed: int,
+    period: int,
+    block: int,
+    start: float,
+) -> Purchases:
+    """Advance customers ``idx`` from ``max(start, since)`` to ``b`` (per customer, exclusive).
+
+    ``mult`` holds per-customer (intensity, hazard, spend) multipliers of the active effects.
+    Updates ``last`` and ``dropout`` in place and returns the purchases made.
+    """
+    a = np.maximum(start, agents.since[idx])
+    live = (a < b) & np.isnan(agents.dropout[idx])
+    idx, a, b = idx[live], a[live], b[live]
+    m_int, m_haz, m_spend = (m[live] for m in mult)
+    n = len(idx)
+    cid = agents.customer_id[idx]
+    seg = agents.segment[idx].astype(np.intp)
+    decay = rates.decay_per_year[seg] / 365.0
+    age0 = a - agents.t0[idx]
+    bound = seasonal_bound(season, float(a.min()) if n else start, float(b.max()) if n else start)
+    lam_max = rates.purchase_rate[seg] * agents.het[idx] * m_int * np.exp(-decay * age0) * bound
+
+    # Candidate points: a renewal process at lam_max (gamma gaps: shape 1 is Poisson, higher is
+    # more regular). The operational time left to the next candidate carries across blocks, so a
+    # block edge does not restart anyone's clock.
+    shape = rates.regularity[seg]
+    cur = np.full(n, np.inf)
+    has_rate = lam_max > 0
+    cur[has_rate] = a[has_rate] + agents.due[idx[has_rate]] / lam_max[has_rate]
+    active = np.flatnonzero(cur < b)
+    rounds_i, rounds_t, rounds_k = [], [], []
+    k = 0
+    while active.size:
+        rounds_i.append(active)
+        rounds_t.append(cur[active])
+        rounds_k.append(np.full(active.size, k, np.int64))
+        cur[active] += unit_gaps(seed, shape[active], cid[active], period, block, k) / lam_max[active]
+        active = active[cur[active] < b[active]]
+        k += 1
+    agents.due[idx[has_rate]] = (cur[has_rate] - b[has_rate]) * lam_max[has_rate]
+    ci = np.concatenate(rounds_i) if rounds_i else np.empty(0, np.intp)
+    ct = np.concatenate(rounds_t) if rounds_t else np.empty(0)
+    ck = np.concatenate(rounds_k) if rounds_k else np.empty(0, np.int64)
+    # Thinning: keep a candidate with probability lambda(t) / lam_max.
+    ratio = np.exp(-decay[ci] * (ct - a[ci])) * seasonal_factor(ct, season) / bound
+    keep = keyed.uniform(seed, "accept", cid[ci], period, block, ck) < ratio
+    order = np.argsort(ci[keep], kind="stable")
+    pi, pt, pk = ci[keep][order], ct[keep][order], ck[keep][order]
+
+    # Dropout: one recency segment from the block start, then one after each purchase.
+    anchor0 = agents.last[idx]
+    anchor0 = np.where(np.isnan(anchor0), agents.since[idx], anchor0)
+    s_cust = np.concatenate([np.arange(n), pi])
+    s_start = np.concatenate([a, pt])
+    s_anchor = np.concatenate([anchor0, pt])
+    s_order = np.lexsort((s_start, s_cust))
+    s_cust, s_start, s_anchor = s_cust[s_order], s_start[s_order], s_anchor[s_order]
+    first = np.ones(len(s_cust), bool)
+    first[1:] = s_cust[1:] != s_cust[:-1]
+    s_end = np.empty_like(s_start)
+    s_end[:-1] = s_start[1:]
+    last_of = np.ones(len(s_cust), bool)
+    last_of[:-1] = first[1:]
+    s_end[last_of] = b[s_cust[last_of]]
+    ordinal = np.arange(len(s_cust)) - np.maximum.accumulate(np.where(first, np.arange(len(s_cust)), 0))
+    tau = rates.recency_scale
+    hz = (rates.dropout_hazard[seg] * m_haz)[s_cust]
+    r0, r1 = s_start - s_anchor, s_end - s_anchor
+    h0 = hz * (r0 + r0 * r0 / (2 * tau))
+    dh = hz * (r1 + r1 * r1 / (2 * tau)) - h0
+    e = -np.log(keyed.uniform(seed, "dropout", cid[s_cust], period, block, ordinal))
+    hit = e < dh
+    drop_t = np.full(n, np.nan)
+    if hit.any():
+        hs = np.flatnonzero(hit)
+        firsts = hs[np.r_[True, s_cust[hs][1:] != s_cust[hs][:-1]]]
+        c = s_cust[firsts]
+        drop_t[c] = s_anchor[firsts] + _hazard_inverse(h0[firsts] + e[firsts], hz[firsts], tau)
+        kept = ~(pt >= drop_t[pi])  # NaN compares False: customers who stay keep everything
+        pi, pt, pk = pi[kept], pt[kept], pk[kept]
+        agents.dropout[idx[c]] = drop_t[c]
+    if len(pi):
+        ends = np.r_[pi[1:] != pi[:-1], True]
+        agents.last[idx[pi[ends]]] = pt[ends]
+
+    # What each purchase looks like.
+    pc, ps = cid[pi], seg[pi]
+    z = keyed.normal(seed, "amount_a", pc, period, block, pk)
+    median = rates.spend_median[ps] * agents.spend_scale[idx[pi]] * m_spend[pi]
+    amount = np.round(np.clip(median * np.exp(rates.spend_sigma[ps] * z), 0.01, 5000.0), 2)
+    uch = keyed.uniform(seed, "channel", pc, period, block, pk)
+    app, store = rates.app_share[ps], rates.store_share[ps]
+    channel = np.where(uch < app, 1, np.where(uch < app + store, 2, 0)).astype(np.int8)
+    ucat = keyed.uniform(seed, "category", pc, period, block, pk)
+    category = np.minimum(np.searchsorted(_CATEGORY_CDF, ucat), len(_CATEGORY_CDF) - 1).astype(np.int8)
+    return Purchases(pc, pt, amount, ps.astype(np.int8), channel, category)
+
+
+def graduating(agents: Agents, idx: np.ndarray, t1: float) -> np.ndarray:
+    """Customers among ``idx`` who graduate from ``new_customer`` before ``t1``."""
+    g = agents.graduate_at[idx]
+    return idx[(agents.segment[idx] == NEW_CUSTOMER) & (g < t1)]

@@ -1,0 +1,65 @@
+"""Who the customers are: ages, signup dates, heterogeneity and Faker-built identities.
+
+Faker is called only to build pools, once per process, from a fixed seed (the version is pinned:
+its seeded output changes between releases); rows index the pools with keyed draws, so a
+customer's name never depends on how many customers were made before it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sim import keyed
+
+__all__ = ["identity_columns"]
+
+_POOL_SEED = 20240101
+_POOL_SIZE = 2048
+
+
+@functools.cache
+def _pools() -> dict[str, np.ndarray]:
+    from faker import Faker
+
+    fake = Faker("en_US")
+    fake.seed_instance(_POOL_SEED)
+    first = np.array([fake.first_name() for _ in range(_POOL_SIZE)], dtype=object)
+    last = np.array([fake.last_name() for _ in range(_POOL_SIZE)], dtype=object)
+    places = [(fake.city(), fake.state_abbr(), fake.zipcode()) for _ in range(_POOL_SIZE)]
+    domains = np.array(sorted({fake.free_email_domain() for _ in range(200)}), dtype=object)
+    return {
+        "first": first,
+        "last": last,
+        "city": np.array([p[0] for p in places], dtype=object),
+        "state": np.array([p[1] for p in places], dtype=object),
+        "zip": np.array([p[2] for p in places], dtype=object),
+        "domain": domains,
+    }
+
+
+def _pick(pool: np.ndarray, seed: int, cid: np.ndarray, part: int) -> pa.Array:
+    u = keyed.uniform(seed, "identity", cid, part)
+    return pa.array(pool[(u * len(pool)).astype(np.int64)], pa.string())
+
+
+def identity_columns(seed: int, customer_id: np.ndarray) -> dict[str, pa.Array]:
+    """first_name, last_name, email, city, state and postal_code for each customer id."""
+    pools = _pools()
+    first = _pick(pools["first"], seed, customer_id, 0)
+    last = _pick(pools["last"], seed, customer_id, 1)
+    domain = _pick(pools["domain"], seed, customer_id, 2)
+    place = (keyed.uniform(seed, "identity", customer_id, 3) * _POOL_SIZE).astype(np.int64)
+    local = pc.utf8_lower(pc.binary_join_element_wise(first, last, pa.array(customer_id.astype(str)), "."))
+    email = pc.binary_join_element_wise(pc.replace_substring(local, "'", ""), domain, "@")
+    return {
+        "first_name": first,
+        "last_name": last,
+        "email": email,
+        "city": pa.array(pools["city"][place], pa.string()),
+        "state": pa.array(pools["state"][place], pa.string()),
+        "postal_code": pa.array(pools["zip"][place], pa.string()),
+    }

@@ -1,0 +1,172 @@
+"""Arrow schemas of the four tables (and the state), and builders from engine arrays.
+
+Dates are ``date32`` and timestamps UTC, so Delta writes no ``timestampNtz`` feature and any
+Delta reader (Spark, DuckDB, polars) opens the tables; strings are plain ``string`` (deltalake
+rejects dictionary-of-``string_view`` columns).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from sim.calendar import Period, epoch_day
+from sim.population import identity_columns
+from sim.segments import CATEGORIES, CHANNELS, SEGMENTS
+
+if TYPE_CHECKING:
+    from sim.engine import RunState, ShardMonth
+
+__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "days_to_date32", "month_tables"]
+
+_UTC = pa.timestamp("us", tz="UTC")
+
+CUSTOMERS = pa.schema([
+    pa.field("customer_id", pa.int64(), nullable=False),
+    pa.field("first_name", pa.string()),
+    pa.field("last_name", pa.string()),
+    pa.field("email", pa.string()),
+    pa.field("age", pa.int32()),
+    pa.field("segment", pa.string()),
+    pa.field("customer_since_date", pa.date32()),
+    pa.field("city", pa.string()),
+    pa.field("state", pa.string()),
+    pa.field("postal_code", pa.string()),
+])
+
+TRANSACTIONS = pa.schema([
+    pa.field("transaction_id", pa.int64(), nullable=False),
+    pa.field("customer_id", pa.int64(), nullable=False),
+    pa.field("transaction_date", pa.date32()),
+    pa.field("transaction_ts", _UTC),
+    pa.field("amount", pa.float64()),
+    pa.field("category", pa.string()),
+    pa.field("channel", pa.string()),
+])
+
+LABELS = pa.schema([
+    pa.field("customer_id", pa.int64(), nullable=False),
+    pa.field("label_date", pa.date32(), nullable=False),
+    pa.field("segment", pa.string()),
+    pa.field("churned", pa.bool_()),
+    pa.field("recency_days", pa.int32()),
+    pa.field("tenure_days", pa.int32()),
+    pa.field("dropped_out", pa.bool_()),
+    pa.field("dropout_date", pa.date32()),
+    pa.field("experiment_arm", pa.string()),
+])
+
+DAILY_METRICS = pa.schema([
+    pa.field("metric_date", pa.date32(), nullable=False),
+    pa.field("segment", pa.string(), nullable=False),
+    pa.field("transactions", pa.int64()),
+    pa.field("revenue", pa.float64()),
+    pa.field("avg_amount", pa.float64()),
+    pa.field("purchasing_customers", pa.int64()),
+    pa.field("active_customers_30d", pa.int64()),
+    pa.field("new_customers", pa.int64()),
+    pa.field("dropouts", pa.int64()),
+])
+
+TABLES: tuple[str, ...] = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics")
+SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS)))
+
+_SEGMENTS = pa.array(SEGMENTS, pa.string())
+_CHANNELS = pa.array(CHANNELS, pa.string())
+_CATEGORIES = pa.array(CATEGORIES, pa.string())
+_DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES}
+
+
+def codes_to_strings(kind: str, codes: np.ndarray) -> pa.Array:
+    """Small-int codes to plain strings (``take`` on a tiny dictionary)."""
+    return _DICTS[kind].take(pa.array(np.asarray(codes, np.int32)))
+
+
+def days_to_date32(days: np.ndarray, *, mask: np.ndarray | None = None) -> pa.Array:
+    return pa.array(np.asarray(days, np.int32), pa.int32(), mask=mask).cast(pa.date32())
+
+
+def timestamps(t: np.ndarray) -> pa.Array:
+    """Engine times (float days) as UTC microsecond timestamps."""
+    us = np.round(np.asarray(t) * 86_400_000_000).astype(np.int64)
+    return pa.array(us, pa.int64()).cast(_UTC)
+
+
+def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> dict[str, pa.Table]:
+    """The month's four tables from the shards' arrays.
+
+    ``state`` is the state *before* the month (its next ids are this month's first ids).
+    Transaction ids follow (timestamp, customer_id) order, so they do not depend on sharding.
+    """
+    s = state.scenario
+    cust = {k: np.concatenate([m.new_customers[k] for m in months if m.new_customers] or [np.empty(0)])
+            for k in ("customer_id", "age", "segment", "since")}
+    cid = cust["customer_id"].astype(np.int64)
+    order = np.argsort(cid, kind="stable")
+    cid = cid[order]
+    identity = identity_columns(s.seed, cid)
+    customers = pa.table({
+        "customer_id": cid,
+        "first_name": identity["first_name"],
+        "last_name": identity["last_name"],
+        "email": identity["email"],
+        "age": pa.array(cust["age"][order].astype(np.int32)),
+        "segment": codes_to_strings("segment", cust["segment"][order]),
+        "customer_since_date": days_to_date32(np.floor(cust["since"][order])),
+        "city": identity["city"],
+        "state": identity["state"],
+        "postal_code": identity["postal_code"],
+    }, schema=CUSTOMERS)
+
+    p = [m.purchases for m in months]
+    t = np.concatenate([x.t for x in p])
+    pcid = np.concatenate([x.customer_id for x in p])
+    order = np.lexsort((pcid, t))
+    t, pcid = t[order], pcid[order]
+    transactions = pa.table({
+        "transaction_id": np.arange(state.next_transaction_id, state.next_transaction_id + len(t), dtype=np.int64),
+        "customer_id": pcid,
+        "transaction_date": days_to_date32(np.floor(t)),
+        "transaction_ts": timestamps(t),
+        "amount": np.concatenate([x.amount for x in p])[order],
+        "category": codes_to_strings("category", np.concatenate([x.category for x in p])[order]),
+        "channel": codes_to_strings("channel", np.concatenate([x.channel for x in p])[order]),
+    }, schema=TRANSACTIONS)
+
+    lab = {k: np.concatenate([m.labels[k] for m in months]) for k in months[0].labels}
+    order = np.argsort(lab["customer_id"], kind="stable")
+    lab = {k: v[order] for k, v in lab.items()}
+    arm = lab["experiment_arm"]
+    labels = pa.table({
+        "customer_id": lab["customer_id"],
+        "label_date": days_to_date32(lab["label_day"]),
+        "segment": codes_to_strings("segment", lab["segment"]),
+        "churned": lab["churned"],
+        "recency_days": lab["recency_days"].astype(np.int32),
+        "tenure_days": lab["tenure_days"].astype(np.int32),
+        "dropped_out": lab["dropped_out"],
+        "dropout_date": days_to_date32(lab["dropout_day"], mask=~lab["dropped_out"]),
+        "experiment_arm": pa.array(np.where(arm == 1, "treatment", "control").astype(object), pa.string(), mask=arm < 0),
+    }, schema=LABELS)
+
+    daily = months[0].daily
+    for m in months[1:]:
+        daily = daily + m.daily
+    nd, ns = daily.transactions.shape
+    d0 = epoch_day(period.start)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = np.round(daily.revenue / daily.transactions, 2).ravel()
+    metrics = pa.table({
+        "metric_date": days_to_date32(np.repeat(np.arange(d0, d0 + nd), ns)),
+        "segment": codes_to_strings("segment", np.tile(np.arange(ns), nd)),
+        "transactions": daily.transactions.ravel().astype(np.int64),
+        "revenue": np.round(daily.revenue.ravel(), 2),
+        "avg_amount": pa.array(avg, pa.float64(), mask=daily.transactions.ravel() == 0),
+        "purchasing_customers": daily.purchasing_customers.ravel().astype(np.int64),
+        "active_customers_30d": daily.active_customers_30d.ravel().astype(np.int64),
+        "new_customers": daily.new_customers.ravel().astype(np.int64),
+        "dropouts": daily.dropouts.ravel().astype(np.int64),
+    }, schema=DAILY_METRICS)
+    return dict(zip(TABLES, (customers, transactions, labels, metrics)))

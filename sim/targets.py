@@ -1,0 +1,105 @@
+"""Meeting the guide's targets: ``churn_rate`` and ``avg_transactions_per_customer``.
+
+The label is never drawn. Instead two scales (on every segment's purchase rate and dropout
+hazard) are solved for by Newton's method on a pilot population simulated with the same model,
+so that the run's labels come out at the target rate. The 60-day rule puts a floor under the
+label rate when purchases are sparse (a live customer can go 60 days without buying); a target
+below that floor is refused before anything is simulated, naming the feasible range.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from sim.engine import Calibration, initial_state, run_periods
+from sim.errors import InfeasibleTargetError
+from sim.scenario import Scenario
+
+__all__ = ["calibrate", "measure"]
+
+log = logging.getLogger(__name__)
+
+PILOT_SIZE = 6000
+_TXN_TOL = 0.015  # relative
+_CHURN_TOL = 0.003  # absolute
+_MIN_HAZARD_SCALE = 1e-4
+_MAX_HAZARD_SCALE = 1e3
+
+
+def measure(s: Scenario, c: Calibration) -> tuple[float, float]:
+    """(purchases per customer, label churn rate at the last month end) of a whole run."""
+    purchases = 0
+    churn = math.nan
+    state = initial_state(s, c)
+    for state, _period, months in run_periods(state):
+        purchases += sum(len(m.purchases.t) for m in months)
+        churn = float(np.concatenate([m.labels["churned"] for m in months]).mean())
+    customers = state.next_customer_id - 1
+    return purchases / max(customers, 1), churn
+
+
+def _pilot(s: Scenario, size: int) -> Scenario:
+    n = min(s.population.size, size)
+    return replace(s, population=replace(s.population, size=n, shard_size=max(n, 100)))
+
+
+def calibrate(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> Calibration:
+    """Scales that make ``s`` meet its targets; the identity when it sets none."""
+    want_txn, want_churn = s.targets.avg_transactions_per_customer, s.targets.churn_rate
+    if want_txn is None and want_churn is None:
+        return Calibration()
+    pilot = _pilot(s, pilot_size)
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        txn, churn = measure(pilot, Calibration(math.exp(x[0]), math.exp(x[1])))
+        r = np.array([math.log(max(txn, 1e-9) / want_txn) if want_txn else 0.0,
+                      churn - want_churn if want_churn is not None else 0.0])
+        log.debug("calibration at %s: %.3f purchases/customer, churn %.4f", np.exp(x).round(4), txn, churn)
+        return r
+
+    free = np.array([want_txn is not None, want_churn is not None])
+    x = np.zeros(2)
+    r = residual(x)
+    jac = np.eye(2)
+    for j in range(2):
+        if free[j]:
+            step = np.zeros(2)
+            step[j] = 0.3
+            jac[:, j] = (residual(x + step) - r) / 0.3
+    for _ in range(12):
+        if abs(r[0]) < _TXN_TOL and abs(r[1]) < _CHURN_TOL:
+            return Calibration(math.exp(x[0]), math.exp(x[1]))
+        sub = np.ix_(free, free)
+        dx = np.zeros(2)
+        dx[free] = -np.linalg.solve(jac[sub], r[free])
+        dx = np.clip(dx, -1.5, 1.5)
+        x_new = x + dx
+        x_new[1] = min(max(x_new[1], math.log(_MIN_HAZARD_SCALE)), math.log(_MAX_HAZARD_SCALE))
+        r_new = residual(x_new)
+        # Broyden's update keeps the Jacobian current without extra pilot runs.
+        d = x_new - x
+        if d @ d > 0:
+            jac = jac + np.outer(r_new - r - jac @ d, d) / (d @ d)
+        if want_churn is not None and x_new[1] <= math.log(_MIN_HAZARD_SCALE) + 1e-9 and r_new[1] > _CHURN_TOL:
+            _infeasible(s, pilot, x_new)
+        x, r = x_new, r_new
+    if abs(r[0]) < 3 * _TXN_TOL and abs(r[1]) < 3 * _CHURN_TOL:
+        return Calibration(math.exp(x[0]), math.exp(x[1]))
+    _infeasible(s, pilot, x)
+    raise AssertionError("unreachable")
+
+
+def _infeasible(s: Scenario, pilot: Scenario, x: np.ndarray) -> None:
+    """Raise with the feasible churn range at the requested volume."""
+    floor = measure(pilot, Calibration(math.exp(x[0]), _MIN_HAZARD_SCALE))[1]
+    t = s.targets
+    raise InfeasibleTargetError(
+        f"targets.churn_rate: expected a value in the feasible range [{floor:.3f}, 0.9] for "
+        f"avg_transactions_per_customer={t.avg_transactions_per_customer} over "
+        f"{(s.end_date - s.calendar.start_date).days + 1} days (got {t.churn_rate}); with so few "
+        f"purchases, live customers already go 60 days without buying"
+    )
