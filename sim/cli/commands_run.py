@@ -1,3 +1,183 @@
-"""Commands that simulate: run, append, optimize, scenarios, bench."""
+"""Commands that simulate: run, append, optimize, scenarios."""
 
 from __future__ import annotations
+
+import time
+
+import click
+
+from sim.cli import main
+from sim.cli._common import echo_json, handle_errors, lake_option, load, scenario_options
+
+
+class _Progress:
+    """A progress bar over months showing rows written and the rate."""
+
+    def __init__(self, total: int, *, quiet: bool) -> None:
+        self.quiet, self.total, self.rows, self.t0 = quiet, total, 0, time.perf_counter()
+        self.bar = None if quiet else click.progressbar(length=total, label="months", show_pos=True, file=None)
+        if self.bar:
+            self.bar.__enter__()
+
+    def __call__(self, written) -> None:
+        self.rows += sum(written.rows.values())
+        if self.bar:
+            rate = self.rows / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.label = f"{written.period.label}: {self.rows:,} rows ({rate:,.0f} rows/s)"
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.__exit__(None, None, None)
+
+
+def _summary(state, seconds: float, rows: int) -> dict:
+    p = state.period
+    return {"scenario": state.scenario.name, "seed": state.scenario.seed, "last_month": p.label if p else None,
+            "through": str(p.end) if p else None, "customers": state.next_customer_id - 1,
+            "transactions": state.next_transaction_id - 1, "rows_written": rows, "seconds": round(seconds, 3)}
+
+
+def _runner(workers: int | None, engine: str):
+    from sim.parallel import make_runner
+
+    return make_runner(workers=workers, engine=engine)
+
+
+def _engine_options(fn):
+    fn = click.option("--workers", type=click.IntRange(min=1), default=None,
+                      help="Worker processes for shards (default: all cores).")(fn)
+    fn = click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+                      help="Where shards run: local processes, or Spark tasks.")(fn)
+    return fn
+
+
+@main.command()
+@click.argument("scenario")
+@lake_option
+@click.option("--months", type=int, default=None, help="Months to simulate (default: the scenario's horizon).")
+@click.option("--overwrite", is_flag=True, help="Replace a lake that holds a finished or different run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@scenario_options
+@_engine_options
+@click.pass_context
+@handle_errors
+def run(ctx, scenario, lake, months, overwrite, as_json, overrides, env, workers, engine):
+    """Simulate SCENARIO month by month into the Delta lake.
+
+    SCENARIO is a YAML file or the name of a shipped scenario (see `churnsim scenarios`).
+    Each month is committed once to every table; rerunning an interrupted run resumes it.
+
+    \b
+    Example:
+      churnsim run baseline --lake ./lake --months 12 -s population.size=5000
+    """
+    from sim import store
+    from sim.calendar import horizon_periods
+
+    s = load(scenario, overrides, env)
+    total = months or len(horizon_periods(s.calendar))
+    bar = _Progress(total, quiet=ctx.obj["quiet"] or as_json)
+    t0 = time.perf_counter()
+    try:
+        state = store.run(s, lake, months=months, overwrite=overwrite, runner=_runner(workers, engine), progress=bar)
+    finally:
+        bar.close()
+    summary = _summary(state, time.perf_counter() - t0, bar.rows)
+    if as_json:
+        echo_json(summary)
+    elif not ctx.obj["quiet"]:
+        click.echo(f"{lake}: {summary['customers']:,} customers, {summary['transactions']:,} transactions "
+                   f"through {summary['through']} ({summary['seconds']:.1f} s)")
+
+
+@main.command()
+@lake_option
+@click.option("--months", type=int, default=1, show_default=True, help="Months to add.")
+@click.option("--scenario", "scenario", default=None,
+              help="Carry the population on under this scenario from the next month (drift).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@scenario_options
+@_engine_options
+@click.pass_context
+@handle_errors
+def append(ctx, lake, months, scenario, as_json, overrides, env, workers, engine):
+    """Append MONTHS more months of the same population to the lake.
+
+    Ids continue where the lake left off. A rerun of an interrupted append finishes it.
+
+    \b
+    Example:
+      churnsim append --lake ./lake --months 1 --scenario scenarios/drift_spend_inflation.yaml
+    """
+    from sim import store
+
+    s = load(scenario, overrides, env) if scenario else None
+    bar = _Progress(months, quiet=ctx.obj["quiet"] or as_json)
+    t0 = time.perf_counter()
+    try:
+        state = store.append(lake, months=months, scenario=s, runner=_runner(workers, engine), progress=bar)
+    finally:
+        bar.close()
+    summary = _summary(state, time.perf_counter() - t0, bar.rows)
+    if as_json:
+        echo_json(summary)
+    elif not ctx.obj["quiet"]:
+        click.echo(f"{lake}: now through {summary['through']}: {summary['customers']:,} customers, "
+                   f"{summary['transactions']:,} transactions ({summary['seconds']:.1f} s)")
+
+
+@main.command()
+@lake_option
+@click.option("--retention-hours", type=click.IntRange(min=0), default=168, show_default=True,
+              help="Vacuum files unreferenced for longer than this (below 168 h disables the safety check).")
+@click.option("--json", "as_json", is_flag=True, help="Print files and bytes per table as JSON.")
+@handle_errors
+def optimize(lake, retention_hours, as_json):
+    """Compact small files (z-order transactions by customer), checkpoint and vacuum.
+
+    \b
+    Example:
+      churnsim optimize --lake ./lake
+    """
+    from sim import store
+
+    result = store.optimize(lake, retention_hours=retention_hours)
+    if as_json:
+        echo_json(result)
+        return
+    for name, r in result.items():
+        click.echo(f"{name}: {r['files_before']} files / {r['bytes_before']:,} B -> "
+                   f"{r['files_after']} files / {r['bytes_after']:,} B")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--check", "check", default=None, metavar="FILE",
+              help="Validate a scenario file (with -s/--env) instead of listing; exit 2 if it is bad.")
+@scenario_options
+@handle_errors
+def scenarios(as_json, check, overrides, env):
+    """List the shipped scenarios with one-line descriptions, or --check a file.
+
+    \b
+    Example:
+      churnsim scenarios
+      churnsim scenarios --check my.yaml -s population.size=500
+    """
+    if check:
+        s = load(check, overrides, env)
+        if as_json:
+            echo_json({"name": s.name, "digest": s.digest(), "scenario": s.to_dict()})
+        else:
+            click.echo(f"{check}: ok ({s.name}, digest {s.digest()})")
+        return
+    from sim.shipped import shipped
+
+    items = shipped()
+    if as_json:
+        echo_json(items)
+        return
+    width = max(map(len, items), default=0)
+    for name, desc in items.items():
+        click.echo(f"{name:<{width}}  {desc}")
