@@ -240,6 +240,14 @@ def _fail(src: str, path: str, value: Any, expected: str) -> typing.NoReturn:
     raise ScenarioError(f"{where}{path or '<root>'}: expected {expected} (got {value!r})")
 
 
+def _unknown(src: str, path: str, value: Any, valid: Sequence[str]) -> typing.NoReturn:
+    key = path.rsplit(".", 1)[-1]
+    near = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    where = f"{src}: " if src else ""
+    raise ScenarioError(f"{where}{path}: unknown key{hint}; expected one of {', '.join(valid)} (got {value!r})")
+
+
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if tp is float:
@@ -329,9 +337,7 @@ def _build(cls: type, data: Mapping[str, Any], src: str, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            near = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            _fail(src, _join(path, key), data[key], "no such key" + hint + "; valid keys: " + ", ".join(fields))
+            _unknown(src, _join(path, key), data[key], list(fields))
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -372,14 +378,15 @@ def scenario_from_dict(data: Mapping[str, Any], *, source: str = "") -> Scenario
     merged = default_segments()
     for name, params in given.items():
         if name not in merged:
-            near = difflib.get_close_matches(str(name), list(merged), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            _fail(source, f"population.segments.{name}", params, "one of " + ", ".join(SEGMENT_NAMES) + hint)
+            _unknown(source, f"population.segments.{name}", params, SEGMENT_NAMES)
         if not isinstance(params, Mapping):
             _fail(source, f"population.segments.{name}", params, "a mapping")
         merged[name].update(params)
     pop["segments"] = merged
     data["population"] = pop
+    cal = data.get("calendar")
+    if cal is None or (isinstance(cal, Mapping) and "days" not in cal and "months" not in cal):
+        data["calendar"] = {**(cal or {}), "months": 12}
     scenario = _build(Scenario, data, source, "")
     _check(scenario, source)
     return scenario
@@ -493,6 +500,8 @@ def _read_yaml(path: Path) -> Any:
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ScenarioError(f"{path}: {line}malformed YAML: {problem}") from None
+    except ValueError as exc:  # a scalar YAML cannot build, e.g. the date 2024-13-01
+        raise ScenarioError(f"{path}: malformed YAML value: {exc}") from None
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str], *, source: str = "") -> dict:
@@ -525,9 +534,7 @@ def environment_to_scenario(env: Mapping[str, Any], *, name: str) -> dict[str, A
              "add_corruption", "corruption_rate", "seed"}
     for key, value in env.items():
         if key not in known:
-            near = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            _fail("", f"environments.{name}.{key}", value, "no such key" + hint)
+            _unknown("", f"environments.{name}.{key}", value, sorted(known))
     corrupt = env.get("corruption_rate", 0.02) if env.get("add_corruption") else 0.0
     out: dict[str, Any] = {
         "name": name,
