@@ -30,6 +30,7 @@ __all__ = [
     "FEATURES_SCHEMA",
     "FEATURES_TABLE",
     "compute_features",
+    "features_to_arrow",
     "load_inputs",
     "month_ends",
     "write_features",

@@ -125,6 +125,7 @@ def _create(s: Scenario, ids: np.ndarray, segment: np.ndarray, since: np.ndarray
     het_cfg = s.population.heterogeneity
     het = rng.gamma(het_cfg.shape, 1.0 / het_cfg.shape, n)
     spend_scale = het ** het_cfg.spend_correlation * np.exp(het_cfg.spend_sigma * rng.standard_normal(n))
+    shape = np.array([g.regularity for g in segs])[segment]
     grad_days = s.population.acquisition.graduation_days
     is_new = segment == NEW_CUSTOMER
     # Graduation lands within a couple of weeks of the nominal day, never before the run starts.
@@ -135,8 +136,9 @@ def _create(s: Scenario, ids: np.ndarray, segment: np.ndarray, since: np.ndarray
         "customer_id": ids, "segment": segment, "since": since, "t0": np.maximum(since, run_start),
         "het": het, "spend_scale": spend_scale, "last": np.full(n, np.nan), "dropout": np.full(n, np.nan),
         "graduate_at": grad_at, "grad_to": grad_to, "flags": np.zeros(n, np.uint64),
-        # Somewhere inside a gap between purchases: the first one comes before a full gap passes.
-        "due": rng.uniform(size=n),
+        # The equilibrium residual of a renewal process (uniform point of a length-biased gap), so the
+        # run starts in steady state instead of with a wave of first purchases.
+        "due": rng.uniform(size=n) * rng.gamma(shape + 1.0, 1.0 / shape),
     })
     return agents, age
 
@@ -249,7 +251,7 @@ def _breakpoints(s: Scenario, period: Period) -> list[tuple[float, str, object]]
         t = float(epoch_day(d.start))
         steps = [t] if d.shape == "step" else [t + k for k in range(0, d.ramp_days + 7, 7)]
         pts.extend((x, "drift", d) for x in steps)
-    return sorted((p for p in pts if period.t0 < p[0] < period.t1), key=lambda p: p[0])
+    return sorted((p for p in pts if period.t0 <= p[0] < period.t1), key=lambda p: p[0])
 
 
 # --------------------------------------------------------------------------- one shard, one month

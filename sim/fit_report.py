@@ -7,7 +7,9 @@ Only customers who bought at least once in the window are visible in a log, real
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -94,7 +96,8 @@ def distances(real: LogStats, sim: LogStats) -> dict[str, float]:
     ``ks_gap``, ``ks_amount``, ``ks_recency``: KS statistics; ``cum_repeat_max_rel_err``: max relative
     error of the weekly cumulative repeat curve (per customer) over every week with a repeat in the real
     log, and ``cum_repeat_max_rel_err_after_5pct`` the same once the real curve has reached 5 % of its
-    final value (the first weeks' tiny counts make the former noisy).
+    final value (the first weeks' tiny counts make the former noisy); ``buyers_rel_err``: relative
+    difference in the number of customers with a purchase.
     """
     final = real.cum_repeat[-1] if len(real.cum_repeat) else 0.0
     return {
@@ -105,6 +108,7 @@ def distances(real: LogStats, sim: LogStats) -> dict[str, float]:
         "cum_repeat_max_rel_err": _rel_err(real.cum_repeat, sim.cum_repeat, floor=0.0),
         "cum_repeat_max_rel_err_after_5pct": _rel_err(real.cum_repeat, sim.cum_repeat, floor=0.05 * final),
         "weekday_max_abs_diff": float(np.max(np.abs(real.weekday - sim.weekday))),
+        "buyers_rel_err": abs(sim.n_customers - real.n_customers) / max(real.n_customers, 1),
     }
 
 
@@ -133,10 +137,14 @@ def _bgnbd(log_df: pd.DataFrame, end: int) -> dict[str, float] | None:
     g = log_df.groupby("customer_id")["day"]
     first, last, n = g.min(), g.max(), g.count()
     bgf = BetaGeoFitter(penalizer_coef=0.0)
+    printed = io.StringIO()
     try:
-        bgf.fit((n - 1).to_numpy(float), (last - first).to_numpy(float), (end - first).to_numpy(float))
+        # lifetimes prints the optimiser's result to stdout when it fails; keep stdout for our output.
+        with contextlib.redirect_stdout(printed):
+            bgf.fit((n - 1).to_numpy(float), (last - first).to_numpy(float), (end - first).to_numpy(float))
     except Exception as exc:  # lifetimes raises its own ConvergenceError and plain ones from scipy
-        log.warning("BG/NBD fit failed: %s", exc)
+        log.warning("BG/NBD fit failed: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        log.debug("BG/NBD optimiser output: %s", printed.getvalue())
         return None
     return {k: float(v) for k, v in bgf.params_.items()}
 
@@ -192,7 +200,7 @@ def _markdown(result: dict[str, Any]) -> str:
              "| distance | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in result["distances"].items()]
     lines += ["", "| repeats | real share | simulated share |", "|---|---|---|"]
-    for i, (r, s) in enumerate(zip(result["repeat_shares"]["real"], result["repeat_shares"]["simulated"])):
+    for i, (r, s) in enumerate(zip(result["repeat_shares"]["real"], result["repeat_shares"]["simulated"], strict=True)):
         label = f"{i}" if i < REPEAT_BINS - 1 else f"{i}+"
         lines.append(f"| {label} | {r:.4f} | {s:.4f} |")
     bg = result.get("bgnbd")

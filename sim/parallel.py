@@ -17,14 +17,24 @@ import os
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from sim.calendar import Period
 from sim.customer import Agents
-from sim.engine import Calibration, RunState, ShardMonth, ShardRunner, local_runner, simulate_shard
-from sim.scenario import Scenario
+from sim.engine import (
+    Calibration,
+    RunState,
+    ShardMonth,
+    ShardRunner,
+    _arrivals,
+    _shards_for,
+    local_runner,
+    simulate_shard,
+)
+from sim.scenario import Scenario, scenario_from_dict
 
 __all__ = ["ProcessRunner", "close_runner", "make_runner"]
 
@@ -34,40 +44,92 @@ Plan = dict[int, tuple[np.ndarray, np.ndarray]]
 
 # --------------------------------------------------------------------------- inside a worker process
 
-_RESIDENT: dict[int, Agents] = {}
+# (shard, period index) -> that shard's state after that period; the last two periods are kept,
+# because a speculative next month must not overwrite the state the coordinator may still ask for.
+_RESIDENT: dict[tuple[int, int], Agents] = {}
+_SCENARIOS: dict[str, Scenario] = {}
 
 
-def _run_in_worker(s: Scenario, c: Calibration, shard: int, agents: Agents | None, period: Period,
-                   ids: np.ndarray, t: np.ndarray) -> tuple[Agents, ShardMonth]:
-    """Simulate one shard-month; ``agents=None`` means: the state this worker kept from last month."""
-    if agents is None:
-        agents = _RESIDENT[shard]
+def _scenario(wire: tuple[str, dict | None]) -> Scenario:
+    digest, data = wire
+    if digest not in _SCENARIOS:
+        _SCENARIOS[digest] = scenario_from_dict(data or {}, source="shard worker")
+    return _SCENARIOS[digest]
+
+
+def _run_in_worker(wire: tuple[str, dict | None], c: Calibration, shard: int, agents: Agents | int,
+                   period: Period, ids: np.ndarray, t: np.ndarray) -> tuple[Agents, ShardMonth]:
+    """Simulate one shard-month; an int ``agents`` names the resident state after that period."""
+    s = _scenario(wire)
+    if isinstance(agents, int):
+        agents = _RESIDENT[(shard, agents)]
     new, month = simulate_shard(s, c, shard, agents, period, ids, t)
-    _RESIDENT[shard] = new
+    _RESIDENT[(shard, period.index)] = new
+    for key in [key for key in _RESIDENT if key[0] == shard and key[1] < period.index - 1]:
+        del _RESIDENT[key]
     return new, month
+
+
+def _peak_rss_kib() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # --------------------------------------------------------------------------- the coordinator's side
 
 
 def _shutdown(pools: list[ProcessPoolExecutor]) -> None:
+    # Not waiting: a worker may still be busy with a speculative month nobody will ask for.
     for pool in pools:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Speculation:
+    """Next month, started in the workers before the coordinator asked for it."""
+
+    key: tuple[str, Calibration, int]
+    period: Period
+    plan: Plan
+    inputs: dict[int, Agents]
+    futures: list[Future[tuple[Agents, ShardMonth]]]
+
+    def matches(self, state: RunState, period: Period, plan: Plan) -> bool:
+        return (self.key == (state.scenario.digest(), state.calibration, period.index)
+                and (self.period.start, self.period.end) == (period.start, period.end)
+                and list(self.plan) == list(plan)
+                and all(state.shards.get(k) is self.inputs.get(k) for k in plan)
+                and all(np.array_equal(self.plan[k][0], ids) and np.array_equal(self.plan[k][1], t)
+                        for k, (ids, t) in plan.items()))
 
 
 class ProcessRunner:
     """Runs a month's shards in ``workers`` processes; one pool per run, kept across months.
 
+    After returning a month it starts the next one in the workers (from their resident state),
+    so the coordinator's table building and Delta commits overlap the simulation. That result is
+    used only if the coordinator then asks for exactly that month from exactly that state
+    (scenario, calibration, period, arrivals, and the state objects this runner returned);
+    otherwise it is dropped and the month is run as asked.
+
     Use as a context manager (or call :meth:`close`); the pools are also shut down when the
     runner is garbage-collected or the interpreter exits.
+
+    Args:
+        workers: worker processes (shard ``k`` always runs in worker ``k % workers``).
+        speculate: start the next month early (see above).
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, speculate: bool = True) -> None:
         if workers < 1:
             raise ValueError(f"workers: expected a positive number (got {workers})")
         self.workers = workers
+        self.speculate = speculate
         self._pools: list[ProcessPoolExecutor] = []
-        self._returned: dict[int, Agents] = {}
+        self._returned: dict[int, tuple[Agents, int]] = {}  # shard -> (state object, its period index)
+        self._sent: set[tuple[int, str]] = set()  # (worker, scenario digest) already shipped
+        self._next: _Speculation | None = None
         self._finalizer = weakref.finalize(self, _shutdown, self._pools)
 
     def _pool(self, shard: int) -> ProcessPoolExecutor:
@@ -80,20 +142,59 @@ class ProcessRunner:
             log.debug("started %d shard workers", self.workers)
         return self._pools[shard % self.workers]
 
-    def __call__(self, state: RunState, period: Period, plan: Plan) -> Iterator[tuple[Agents, ShardMonth]]:
-        futures: list[Future[tuple[Agents, ShardMonth]]] = []
+    def _submit(self, state: RunState, period: Period, plan: Plan) -> list[Future[tuple[Agents, ShardMonth]]]:
+        # Scenarios hold mapping proxies (not picklable): they travel as plain dicts, once per worker.
+        digest = state.scenario.digest()
+        data = state.scenario.to_dict()
+        futures = []
         for k, (ids, t) in plan.items():
             agents = state.shards.get(k, Agents.empty())
-            resident = self._returned.get(k) is agents and len(agents) > 0
-            futures.append(self._pool(k).submit(_run_in_worker, state.scenario, state.calibration, k,
-                                                None if resident else agents, period, ids, t))
+            held, p = self._returned.get(k, (None, -1))
+            wire = (digest, None if (k % self.workers, digest) in self._sent else data)
+            self._sent.add((k % self.workers, digest))
+            futures.append(self._pool(k).submit(_run_in_worker, wire, state.calibration, k,
+                                                p if held is agents and len(agents) else agents, period, ids, t))
+        return futures
+
+    def __call__(self, state: RunState, period: Period, plan: Plan) -> Iterator[tuple[Agents, ShardMonth]]:
+        spec, self._next = self._next, None
+        if spec is not None and spec.matches(state, period, plan):
+            futures = spec.futures
+        else:
+            if spec is not None:
+                log.debug("speculative %s not used", spec.period.label)
+                for f in spec.futures:
+                    f.cancel()
+            futures = self._submit(state, period, plan)
         results = [f.result() for f in futures]  # in plan (shard) order
-        self._returned = {m.shard: a for a, m in results}
+        self._returned = {m.shard: (a, period.index) for a, m in results}
+        if self.speculate:
+            self._speculate(state, period, plan, results)
         return iter(results)
 
+    def _speculate(self, state: RunState, period: Period, plan: Plan, results: list[tuple[Agents, ShardMonth]]) -> None:
+        try:
+            after = replace(state, period=period, shards={**state.shards, **{m.shard: a for a, m in results}},
+                            next_customer_id=state.next_customer_id + sum(len(ids) for ids, _ in plan.values()))
+            nxt = after.next_period()
+            ids, t = _arrivals(after.scenario, nxt, after.next_customer_id)
+            nxt_plan = _shards_for(after, ids, t)
+        except Exception:  # past the horizon or otherwise unplannable: just don't start early
+            log.debug("no speculative month after %s", period.label, exc_info=True)
+            return
+        futures = self._submit(after, nxt, nxt_plan)
+        self._next = _Speculation((after.scenario.digest(), after.calibration, nxt.index), nxt, nxt_plan,
+                                  {k: after.shards.get(k) for k in nxt_plan}, futures)
+
+    def worker_peak_rss_mb(self) -> list[float]:
+        """Each live worker's peak RSS in MB (forkserver workers are not our children: ask them)."""
+        return [f.result() / 1024 for f in [pool.submit(_peak_rss_kib) for pool in self._pools]]
+
     def close(self) -> None:
-        """Shut the worker processes down (idempotent)."""
+        """Shut the worker processes down (idempotent); an unused speculative month is dropped."""
+        self._next = None
         self._returned.clear()
+        self._sent.clear()
         self._finalizer()
 
     def __enter__(self) -> ProcessRunner:

@@ -20,7 +20,9 @@ month lands in every table exactly once. The intent file makes a rerun of an int
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -47,6 +49,7 @@ __all__ = ["STATE_FORMAT", "LakeStatus", "MonthWritten", "append", "lake_status"
 log = logging.getLogger(__name__)
 
 APP_ID = "churnsim"
+MANIFEST_TABLE = "quality_manifest"
 STATE_FORMAT = 1
 _META_KEY = "churnsim"
 
@@ -135,8 +138,6 @@ def _meta(state: RunState) -> dict[str, Any]:
 
 
 def _state_from(table: pa.Table, meta: dict[str, Any]) -> RunState:
-    import datetime as dt
-
     scenario = scenario_from_dict(meta["scenario"], source="lake state")
     shards: dict[int, Agents] = {k: Agents.empty() for k in meta["shards"]}
     if table.num_rows:
@@ -253,13 +254,37 @@ def _alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- writing months
 
 
-def _commit_month(lake: Path, before: RunState, after: RunState, period: Period, months: list) -> MonthWritten:
+def _ipc(table: pa.Table | None) -> str | None:
+    if table is None:
+        return None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+
+
+def _from_ipc(text: str | None) -> pa.Table | None:
+    return None if text is None else pa.ipc.open_stream(base64.b64decode(text)).read_all()
+
+
+def _commit_month(lake: Path, before: RunState, after: RunState, period: Period, months: list,
+                  *, end_date: dt.date, carry: pa.Table | None) -> tuple[MonthWritten, pa.Table | None]:
     month_no = period.index + 1
     tables = month_tables(before, period, months)
+    corruption = after.scenario.corruption
+    extra: dict[str, pa.Table] = {}
+    if corruption.rate > 0 or corruption.rates:
+        from sim.quality import corrupt_month
+
+        tables, manifest, carry = corrupt_month(
+            tables, period_index=period.index, seed=after.scenario.seed, rate=corruption.rate,
+            rates=corruption.rates, end_date=end_date, carry=carry)
+        extra[MANIFEST_TABLE] = manifest
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": _package_version(), "month": period.label, "period_index": period.index}
     written = MonthWritten(period, {})
-    for name in TABLES:
+    tables = {**tables, **extra}
+    for name in (*TABLES, *extra):
         path = str(lake / name)
         if DeltaTable.is_deltatable(path) and (DeltaTable(path).transaction_version(APP_ID) or 0) >= month_no:
             written.skipped.append(name)
@@ -271,18 +296,28 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
         written.rows[name] = tables[name].num_rows
         _checkpoint(f"after {name} {period.label}")
     state_path = str(_internal(lake) / "state")
+    meta = {**_meta(after), "carry": _ipc(carry), "end_date": end_date.isoformat()}
     write_deltalake(state_path, _state_table(after), mode="overwrite", schema_mode="overwrite",
-                    commit_properties=CommitProperties(custom_metadata={_META_KEY: json.dumps(_meta(after))},
+                    commit_properties=CommitProperties(custom_metadata={_META_KEY: json.dumps(meta)},
                                                        app_transactions=[Transaction(APP_ID, month_no)]))
     _checkpoint(f"after state {period.label}")
-    return written
+    return written, carry
+
+
+def _target_end(state: RunState, target: int) -> dt.date:
+    """Last day of month ``target`` (0-based) continuing from ``state``."""
+    probe = replace(state)
+    while probe.period is None or probe.period.index < target:
+        probe = replace(probe, period=probe.next_period())
+    return probe.period.end
 
 
 def _advance(lake: Path, state: RunState, target: int, *, runner: ShardRunner,
-             progress: Callable[[MonthWritten], None] | None) -> RunState:
+             progress: Callable[[MonthWritten], None] | None, carry: pa.Table | None = None) -> RunState:
+    end_date = _target_end(state, target)
     while state.period is None or state.period.index < target:
         after, period, months = step(state, runner=runner)
-        written = _commit_month(lake, state, after, period, months)
+        written, carry = _commit_month(lake, state, after, period, months, end_date=end_date, carry=carry)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if progress:
             progress(written)
@@ -347,14 +382,15 @@ def run(
         state = initial_state(scenario, calibration)
     with _lock(lake):
         if overwrite and not resume:
-            for name in (*TABLES, "_churnsim/state", "_churnsim/intent.json", "_churnsim/scenario.json"):
+            for name in (*TABLES, MANIFEST_TABLE, "_churnsim/state", "_churnsim/intent.json", "_churnsim/scenario.json"):
                 p = lake / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         _write_json(_internal(lake) / "scenario.json", scenario.to_dict())
         _write_json(_internal(lake) / "intent.json", {
             "command": "run", "target_period": target, "scenario_digest": scenario.digest(),
             "calibration": asdict(state.calibration)})
-        return _advance(lake, state, target, runner=runner, progress=progress)
+        carry = _from_ipc((status.meta or {}).get("carry")) if resume else None
+        return _advance(lake, state, target, runner=runner, progress=progress, carry=carry)
 
 
 def append(
@@ -397,7 +433,7 @@ def append(
         _write_json(_internal(lake) / "intent.json", {
             "command": "append", "target_period": target, "scenario": state.scenario.to_dict()})
         _write_json(_internal(lake) / "scenario.json", state.scenario.to_dict())
-        return _advance(lake, state, target, runner=runner, progress=progress)
+        return _advance(lake, state, target, runner=runner, progress=progress, carry=_from_ipc(status.meta.get("carry")))
 
 
 def _check_continuable(old: Scenario, new: Scenario) -> None:

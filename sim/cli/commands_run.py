@@ -15,12 +15,13 @@ class _Progress:
 
     def __init__(self, total: int, *, quiet: bool) -> None:
         self.quiet, self.total, self.rows, self.t0 = quiet, total, 0, time.perf_counter()
-        self.bar = None if quiet else click.progressbar(length=total, label="months", show_pos=True, file=None)
-        if self.bar:
-            self.bar.__enter__()
+        self.bar = None
 
     def __call__(self, written) -> None:
         self.rows += sum(written.rows.values())
+        if self.bar is None and not self.quiet:  # started late: a refusal prints nothing before its error
+            self.bar = click.progressbar(length=self.total, label="months", show_pos=True, file=None)
+            self.bar.__enter__()
         if self.bar:
             rate = self.rows / max(time.perf_counter() - self.t0, 1e-9)
             self.bar.label = f"{written.period.label}: {self.rows:,} rows ({rate:,.0f} rows/s)"
@@ -57,12 +58,14 @@ def _engine_options(fn):
 @lake_option
 @click.option("--months", type=int, default=None, help="Months to simulate (default: the scenario's horizon).")
 @click.option("--overwrite", is_flag=True, help="Replace a lake that holds a finished or different run.")
+@click.option("--corrupt", "corrupt", type=float, default=None, metavar="RATE",
+              help="Inject data-quality defects at RATE (recorded in the quality_manifest table).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @scenario_options
 @_engine_options
 @click.pass_context
 @handle_errors
-def run(ctx, scenario, lake, months, overwrite, as_json, overrides, env, workers, engine):
+def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env, workers, engine):
     """Simulate SCENARIO month by month into the Delta lake.
 
     SCENARIO is a YAML file or the name of a shipped scenario (see `churnsim scenarios`).
@@ -75,6 +78,8 @@ def run(ctx, scenario, lake, months, overwrite, as_json, overrides, env, workers
     from sim import store
     from sim.calendar import horizon_periods
 
+    if corrupt is not None:
+        overrides = (*overrides, f"corruption.rate={corrupt}")
     s = load(scenario, overrides, env)
     total = months or len(horizon_periods(s.calendar))
     bar = _Progress(total, quiet=ctx.obj["quiet"] or as_json)

@@ -1,0 +1,59 @@
+"""``churnsim bench``: how fast, where the time goes, how far from a numpy floor."""
+
+from __future__ import annotations
+
+import click
+
+from sim.cli import main
+from sim.cli._common import echo_json, handle_errors
+
+
+def _show(r: dict) -> None:
+    im, td, fl, sp = r["in_memory"], r["to_delta"], r["floor"], r["speedup"]
+    click.echo(f"size {r['size']} on {r['machine']['cpus']} cpus")
+    click.echo(f"  in memory:   {im['seconds']:8.2f} s  {im['transactions']:,} transactions "
+               f"({im['transactions_per_s']:,}/s)  {im['x_floor']}x floor")
+    click.echo(f"  to Delta:    {td['seconds']:8.2f} s  ({td['workers']} workers, shards {td['shard_seconds']:.2f} s) "
+               f"{td['transactions_per_s']:,} transactions/s  {td['x_floor']}x floor")
+    click.echo(f"  numpy floor: {fl['seconds']:8.2f} s  (same rows per table and month, to Delta)")
+    click.echo(f"  1 -> 2 workers: {sp['workers_1_seconds']:.2f} s -> {sp['workers_2_seconds']:.2f} s "
+               f"= {sp['speedup']}x (shard phase {sp['shard_speedup']}x)")
+    if "full" in r:
+        f = r["full"]
+        click.echo(f"  {f['customers']:,} customers x {f['months']} months to Delta: {f['seconds']:.1f} s, "
+                   f"{f['x_floor']}x floor ({f['floor_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB "
+                   f"(largest worker {f['worker_peak_rss_mb']:.0f} MB)")
+        if "speedup" in f:
+            click.echo(f"    1 -> {f['workers']} workers: {f['workers_1_seconds']:.1f} s -> {f['seconds']:.1f} s "
+                       f"= {f['speedup']}x")
+    for row in r["in_memory"].get("profile", []):
+        click.echo(f"    {row['cumtime']:8.3f} s cum {row['tottime']:8.3f} s own {row['calls']:>8}  {row['function']}")
+
+
+@main.command()
+@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="large", show_default=True,
+              help="Guide preset to run (small: 1,000 customers, for a quick check).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option("--full", is_flag=True,
+              help="Also run 1,000,000 customers over 24 months to Delta, with 1 and N workers (minutes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@click.option("--profile", is_flag=True, help="Add the top functions by cumulative time (in-memory run).")
+@handle_errors
+def bench(size, workers, full, as_json, profile):
+    """Time the engine: in memory, to Delta, 1 vs 2 workers, against a numpy floor.
+
+    Not a test: it prints numbers. The floor is a whole-array numpy generator writing the same
+    rows per table and month to Delta.
+
+    \b
+    Example:
+      churnsim bench --size large --profile
+      churnsim bench --full --json
+    """
+    from sim.bench import bench as run_bench
+
+    result = run_bench(size=size, workers=workers, full=full, profile=profile)
+    if as_json:
+        echo_json(result)
+    else:
+        _show(result)

@@ -1,0 +1,203 @@
+"""The Delta lake: resume equivalence, exactly-once under faults and kills, refusals, time travel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from analysis.lake import read_table
+from sim import StorageError, scenario_from_dict, store
+from sim.records import TABLES
+
+SCEN = {"name": "t", "seed": 11, "calendar": {"start_date": "2024-01-01", "months": 6},
+        "population": {"size": 1500, "shard_size": 500}}
+KEYS = {"raw_customers": ["customer_id"], "raw_transactions": ["transaction_id"],
+        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"]}
+
+
+def _tables(lake: Path, version: int | None = None) -> dict[str, pa.Table]:
+    return {t: read_table(lake, t, version=version).sort_by([(k, "ascending") for k in KEYS[t]]) for t in TABLES}
+
+
+def _write_scenario(tmp_path: Path, extra: dict | None = None) -> Path:
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**SCEN, **(extra or {})}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, pa.Table]:
+    lake = tmp_path_factory.mktemp("ref") / "lake"
+    store.run(scenario_from_dict(SCEN), lake)
+    return _tables(lake)
+
+
+def _assert_exactly(reference: dict[str, pa.Table], lake: Path) -> None:
+    got = _tables(lake)
+    for t in TABLES:
+        assert got[t].num_rows == reference[t].num_rows, t
+        assert got[t].equals(reference[t]), t
+    ids = got["raw_transactions"].column("transaction_id").to_numpy()
+    assert len(set(ids)) == len(ids)
+
+
+def test_run_then_append_equals_one_run(tmp_path, reference):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=3)
+    store.append(lake, months=3)
+    _assert_exactly(reference, lake)
+
+
+def test_one_delta_version_per_month_and_time_travel(tmp_path, reference):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=3)
+    for t in TABLES:
+        assert DeltaTable(str(lake / t)).version() == 2
+    for k in range(3):
+        tx = read_table(lake, "raw_transactions", version=k)
+        months = set(pa.compute.strftime(tx.column("transaction_date"), "%Y-%m").to_pylist())
+        assert months == {f"2024-0{m + 1}" for m in range(k + 1)}
+    meta = DeltaTable(str(lake / "raw_transactions")).history(1)[0]
+    assert '"month": "2024-03"' in meta["churnsim"] and '"seed": 11' in meta["churnsim"]
+
+
+def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim", "-q", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+# Each month has 9 points: before/after each of 4 tables, after the state. Cover every kind of point
+# in the first month, the month boundary, and a later month.
+@pytest.mark.parametrize("die_at", [1, 2, 3, 4, 7, 8, 9, 10, 12, 19, 27])
+def test_a_crash_at_any_point_then_rerun_gives_no_duplicate_and_no_gap(tmp_path, reference, die_at):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    crashed = _cli("run", str(scenario), "--lake", str(lake), env={"CHURNSIM_DIE_AT": str(die_at)})
+    assert crashed.returncode == 137, crashed.stderr
+    rerun = _cli("run", str(scenario), "--lake", str(lake))
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_exactly(reference, lake)
+
+
+@pytest.mark.parametrize("die_at", [2, 9, 14])
+def test_an_interrupted_append_rerun_ends_where_the_uninterrupted_one_would(tmp_path, reference, die_at):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    assert _cli("run", str(scenario), "--lake", str(lake), "--months", "2").returncode == 0
+    crashed = _cli("append", "--lake", str(lake), "--months", "4", env={"CHURNSIM_DIE_AT": str(die_at)})
+    assert crashed.returncode == 137
+    rerun = _cli("append", "--lake", str(lake), "--months", "4")
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_exactly(reference, lake)
+
+
+def test_kill_minus_9_at_random_moments(tmp_path, reference):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    for delay in (0.9, 1.4, 1.9):
+        proc = subprocess.Popen([sys.executable, "-m", "sim", "-q", "run", str(scenario), "--lake", str(lake)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = _cli("run", str(scenario), "--lake", str(lake))
+    if final.returncode != 0:  # one of the runs may have finished before its kill
+        assert "holds a finished run" in final.stderr
+    _assert_exactly(reference, lake)
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lake(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=2)
+    before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (lake / "_churnsim" / "lock").write_text(f"{os.uname().nodename}:{holder.pid}")
+        with pytest.raises(StorageError, match=r"another churnsim process .* is writing this lake"):
+            store.append(lake, months=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == before
+    store.append(lake, months=1)  # the dead holder's lock is taken over
+    assert DeltaTable(str(lake / "raw_transactions")).version() == 2
+
+
+def test_concurrent_appends_never_duplicate(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=2)
+    procs = [subprocess.Popen([sys.executable, "-m", "sim", "-q", "append", "--lake", str(lake), "--months", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    ok = [r for r in results if r[0] == 0]
+    assert ok, results
+    for code, err in results:
+        if code:
+            assert code == 1 and "is writing this lake" in err
+    months = 2 + 2 * len(ok)
+    tx = read_table(lake, "raw_transactions")
+    ids = tx.column("transaction_id").to_numpy()
+    assert len(set(ids)) == len(ids)
+    assert DeltaTable(str(lake / "raw_transactions")).version() == months - 1
+    labels = read_table(lake, "customer_labels")
+    assert len(set(labels.column("label_date").to_pylist())) == months
+
+
+def test_refusals_write_nothing(tmp_path, monkeypatch):
+    lake = tmp_path / "lake"
+    with pytest.raises(StorageError, match="no churnsim state to append to"):
+        store.append(lake, months=1)
+    assert not (lake / "raw_transactions").exists()
+    store.run(scenario_from_dict(SCEN), lake, months=6)
+    before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
+    with pytest.raises(StorageError, match="holds a finished run of this scenario"):
+        store.run(scenario_from_dict(SCEN), lake)
+    with pytest.raises(StorageError, match="holds a run of another scenario"):
+        store.run(scenario_from_dict({**SCEN, "seed": 12}), lake)
+    monkeypatch.setattr(store, "_package_version", lambda: "9.9.0")
+    with pytest.raises(StorageError, match=r"made by churnsim 0\.1\.0 .* this is 9\.9\.0, which cannot continue it"):
+        store.append(lake, months=1)
+    assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == before
+
+
+def test_overwrite_replaces_a_finished_run(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=2)
+    store.run(scenario_from_dict({**SCEN, "seed": 12}), lake, months=1, overwrite=True)
+    assert DeltaTable(str(lake / "raw_transactions")).version() == 0
+
+
+def test_append_with_a_drifted_scenario_changes_behaviour_from_the_next_month(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict({**SCEN, "population": {"size": 3000, "shard_size": 1000}}), lake, months=3)
+    drifted = scenario_from_dict({**SCEN, "population": {"size": 3000, "shard_size": 1000},
+                                  "drifts": [{"name": "inflation", "parameter": "spend_median",
+                                              "start": "2024-04-01", "multiplier": 1.5}]})
+    store.append(lake, months=3, scenario=drifted)
+    tx = read_table(lake, "raw_transactions").to_pandas()
+    month = tx["transaction_date"].astype(str).str[:7]
+    mean = tx.groupby(month)["amount"].mean()
+    assert mean[["2024-04", "2024-05", "2024-06"]].mean() > 1.35 * mean[["2024-01", "2024-02", "2024-03"]].mean()
+    ids = read_table(lake, "raw_customers").column("customer_id").to_numpy()
+    assert len(set(ids)) == len(ids) and ids.max() == len(ids)
+
+
+def test_optimize_compacts_and_keeps_the_data(tmp_path, reference):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake)
+    result = store.optimize(lake)
+    assert result["raw_transactions"]["files_before"] == 6
+    assert result["raw_transactions"]["files_after"] == 1
+    _assert_exactly(reference, lake)
+    store.append(lake, months=1)  # exactly-once bookkeeping survives maintenance
+    assert DeltaTable(str(lake / "raw_transactions")).transaction_version("churnsim") == 7
