@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from sim.engine import RunState, initial_state, run_periods
+from sim.engine import Calibration, RunState, initial_state, run_periods
 from sim.records import SCHEMAS, TABLES, month_tables
 from sim.scenario import Scenario, scenario_from_dict
 from sim.targets import calibrate
@@ -66,15 +66,24 @@ PRESETS: dict[str, DataConfig] = {
 }
 
 
-def simulate(scenario: Scenario, *, months: int | None = None) -> dict[str, pa.Table]:
-    """Run a scenario in memory (calibrating to its targets) and return the four tables."""
-    state: RunState = initial_state(scenario, calibrate(scenario))
+def simulate(scenario: Scenario, *, months: int | None = None,
+             calibration: Calibration | None = None) -> dict[str, pa.Table]:
+    """Run a scenario in memory and return the four tables.
+
+    Args:
+        scenario: the scenario to run.
+        months: months to simulate (default: the horizon).
+        calibration: scales to use instead of calibrating to the scenario's targets; pass the
+            original run's (``sim.targets.calibrate(original)``) to a counterfactual twin so the
+            two share every random number.
+    """
+    state: RunState = initial_state(scenario, calibration or calibrate(scenario))
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     before = state
-    for state, period, shard_months in run_periods(state, months):
+    for after, period, shard_months in run_periods(state, months):
         for name, table in month_tables(before, period, shard_months).items():
             parts[name].append(table)
-        before = state
+        before = after
     return {name: pa.concat_tables(tabs) if tabs else SCHEMAS[name].empty_table() for name, tabs in parts.items()}
 
 

@@ -134,7 +134,7 @@ def advance(
     seg = agents.segment[idx].astype(np.intp)
     decay = rates.decay_per_year[seg] / 365.0
     age0 = a - agents.t0[idx]
-    bound = seasonal_bound(season, float(a.min()) if n else start, float(b.max()) if n else start)
+    bound = seasonal_bound(season, float(a.min()), float(b.max())) if n else 1.0
     lam_max = rates.purchase_rate[seg] * agents.het[idx] * m_int * np.exp(-decay * age0) * bound
 
     # Candidate points: a renewal process at lam_max (gamma gaps: shape 1 is Poisson, higher is

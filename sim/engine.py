@@ -277,7 +277,7 @@ class _Month:
                 hit = np.ones(len(idx), bool) if eff.segment is None else self.agents.segment[idx] == eff.segment
             else:
                 hit = (self.agents.flags[idx] >> np.uint64(eff.bit)) & np.uint64(1) == 1
-            for arr, f in zip(m, (eff.intensity, eff.hazard, eff.spend)):
+            for arr, f in zip(m, (eff.intensity, eff.hazard, eff.spend), strict=True):
                 if f != 1.0:
                     arr[hit] *= f
         return m[0], m[1], m[2]

@@ -1,14 +1,23 @@
 """Calibrating a scenario from a real transaction log.
 
-The log is reduced to purchase occasions (one per customer and day). Customers are segmented by
-k-means on log repeat rate, log spend and lapse (recency over exposure); customers first seen
-after a warm-up window are the acquired ``new_customer`` segment. First guesses come from moments
-of each segment; then a damped fixed-point iteration simulates the candidate scenario at the log's
-size, classifies the simulated customers with the same segmenter, and moves each parameter by the
-ratio of a real to a simulated moment (repeat purchases for the rate, recency for the dropout
-hazard, the late/early repeat ratio for decay, gap dispersion for regularity, count dispersion for
-heterogeneity, ...). Everything is keyed by the seed, so the fit is deterministic. The candidate
-with the smallest summed distance is returned.
+The log is reduced to purchase occasions (one per customer and day). Customers first seen after a
+warm-up (the slow customers' gap) are the acquired ``new_customer`` segment; the rest are split by
+k-means on log repeat rate and log spend and named by behaviour (young_active buys most often,
+mid_stable spends most, senior_declining is the rest). First guesses are each segment's moments.
+Then, for a few rounds, the candidate scenario is simulated at the log's size and its customers
+are classified by the same segmenter:
+
+* spend, regularity, heterogeneity, decay, acquisition and the weekly pattern each follow one
+  moment by a damped ratio step (fixed point);
+* every segment's rate and dropout hazard move together by a Levenberg-Marquardt step on a
+  finite-difference Jacobian of the segments' repeats, lapse, rate while active and first-purchase
+  delay, plus the number of buyers;
+* shares and size are solved by non-negative least squares through the simulation's confusion
+  between true segment and label (never-buyers included).
+
+A final Nelder-Mead search on common scales trades the moments off when the model cannot match
+them all (real logs). Every simulation is keyed by the seed, so the fit is deterministic; the
+candidate with the smallest summed distance (see :func:`sim.fit_report.distances`) is returned.
 """
 
 from __future__ import annotations

@@ -70,6 +70,32 @@ def _run_in_worker(wire: tuple[str, dict | None], c: Calibration, shard: int, ag
     return new, month
 
 
+def _watch_coordinator(pid: int) -> None:
+    """Worker initializer: exit when the coordinator is gone (e.g. ``kill -9``), not linger."""
+    import threading
+    import time
+
+    def gone() -> bool:
+        try:  # a killed coordinator may stay a zombie until its parent reaps it: count that as gone
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except FileNotFoundError:
+            return True
+        except OSError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="churnsim-coordinator-watch").start()
+
+
 def _peak_rss_kib() -> int:
     import resource
 
@@ -138,7 +164,8 @@ class ProcessRunner:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["sim.engine"])
             # One single-process pool per worker gives a fixed shard -> worker assignment.
-            self._pools.extend(ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(self.workers))
+            self._pools.extend(ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_watch_coordinator,
+                                                   initargs=(os.getpid(),)) for _ in range(self.workers))
             log.debug("started %d shard workers", self.workers)
         return self._pools[shard % self.workers]
 

@@ -71,7 +71,7 @@ DAILY_METRICS = pa.schema([
 ])
 
 TABLES: tuple[str, ...] = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics")
-SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS)))
+SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS), strict=True))
 
 _SEGMENTS = pa.array(SEGMENTS, pa.string())
 _CHANNELS = pa.array(CHANNELS, pa.string())
@@ -169,4 +169,4 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
         "new_customers": daily.new_customers.ravel().astype(np.int64),
         "dropouts": daily.dropouts.ravel().astype(np.int64),
     }, schema=DAILY_METRICS)
-    return dict(zip(TABLES, (customers, transactions, labels, metrics)))
+    return dict(zip(TABLES, (customers, transactions, labels, metrics), strict=True))

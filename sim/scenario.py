@@ -290,7 +290,7 @@ def _convert(tp: Any, value: Any, src: str, path: str, meta: Mapping[str, Any]) 
             return tuple(_convert(args[0], v, src, f"{path}[{i}]", {}) for i, v in enumerate(value))
         if len(value) != len(args):
             _fail(src, path, value, f"a list of {len(args)} numbers [low, high]")
-        out = tuple(_convert(a, v, src, f"{path}[{i}]", {}) for i, (a, v) in enumerate(zip(args, value)))
+        out = tuple(_convert(a, v, src, f"{path}[{i}]", {}) for i, (a, v) in enumerate(zip(args, value, strict=True)))
         if out[0] > out[1]:
             _fail(src, path, list(value), "[low, high] with low <= high")
         return out

@@ -35,9 +35,10 @@ def measure(s: Scenario, c: Calibration) -> tuple[float, float]:
     purchases = 0
     churn = math.nan
     state = initial_state(s, c)
-    for state, _period, months in run_periods(state):
+    for after, _period, months in run_periods(state):
         purchases += sum(len(m.purchases.t) for m in months)
         churn = float(np.concatenate([m.labels["churned"] for m in months]).mean())
+        state = after
     customers = state.next_customer_id - 1
     return purchases / max(customers, 1), churn
 
@@ -84,7 +85,9 @@ def calibrate(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> Calibration:
         d = x_new - x
         if d @ d > 0:
             jac = jac + np.outer(r_new - r - jac @ d, d) / (d @ d)
-        if want_churn is not None and x_new[1] <= math.log(_MIN_HAZARD_SCALE) + 1e-9 and r_new[1] > _CHURN_TOL:
+        at_floor = x_new[1] <= math.log(_MIN_HAZARD_SCALE) + 1e-9 and r_new[1] > _CHURN_TOL
+        at_ceiling = x_new[1] >= math.log(_MAX_HAZARD_SCALE) - 1e-9 and r_new[1] < -_CHURN_TOL
+        if want_churn is not None and (at_floor or at_ceiling):
             _infeasible(s, pilot, x_new)
         x, r = x_new, r_new
     if abs(r[0]) < 3 * _TXN_TOL and abs(r[1]) < 3 * _CHURN_TOL:
@@ -96,10 +99,13 @@ def calibrate(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> Calibration:
 def _infeasible(s: Scenario, pilot: Scenario, x: np.ndarray) -> None:
     """Raise with the feasible churn range at the requested volume."""
     floor = measure(pilot, Calibration(math.exp(x[0]), _MIN_HAZARD_SCALE))[1]
+    ceiling = measure(pilot, Calibration(math.exp(x[0]), _MAX_HAZARD_SCALE))[1]
     t = s.targets
+    why = ("with so few purchases, live customers already go 60 days without buying"
+           if t.churn_rate is not None and t.churn_rate < floor else
+           "the label needs 60 days of tenure and 60 days of silence, which a short horizon cannot give")
     raise InfeasibleTargetError(
-        f"targets.churn_rate: expected a value in the feasible range [{floor:.3f}, 0.9] for "
+        f"targets.churn_rate: expected a value in the feasible range [{floor:.3f}, {ceiling:.3f}] for "
         f"avg_transactions_per_customer={t.avg_transactions_per_customer} over "
-        f"{(s.end_date - s.calendar.start_date).days + 1} days (got {t.churn_rate}); with so few "
-        f"purchases, live customers already go 60 days without buying"
+        f"{(s.end_date - s.calendar.start_date).days + 1} days (got {t.churn_rate}); {why}"
     )

@@ -29,8 +29,4 @@ def main(ctx: click.Context, quiet: bool, verbose: int) -> None:
 
 
 # Each module adds its commands to ``main``.
-from sim.cli import commands_run  # noqa: E402, F401
-from sim.cli import commands_quality  # noqa: E402, F401
-from sim.cli import commands_bench  # noqa: E402, F401
-from sim.cli import commands_calibrate  # noqa: E402, F401
-from sim.cli import commands_analysis  # noqa: E402, F401
+from sim.cli import commands_analysis, commands_bench, commands_calibrate, commands_quality, commands_run  # noqa: E402, F401, I001

@@ -217,8 +217,12 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
     s = load(scenario, overrides, env)
     data = s.to_dict()
     experiment = experiment_of(data, name)
-    runs = [simulate(x) for x in (s, scenario_from_dict(_neutralised(data)),
-                                  scenario_from_dict(_neutralised(data, seed=s.seed + 1)))]
+    from sim.targets import calibrate
+
+    # One calibration for all three runs: the twin must differ from the run by the treatment only.
+    c = calibrate(s)
+    runs = [simulate(x, calibration=c) for x in (s, scenario_from_dict(_neutralised(data)),
+                                                 scenario_from_dict(_neutralised(data, seed=s.seed + 1)))]
     result = ab_readout(runs[0], experiment, twin=runs[1], independent=runs[2])
     if as_json:
         echo_json(result)
