@@ -1,1 +1,22 @@
-"""Analysis of churnsim lakes: reads Delta tables only, never the engine."""
+"""Analysis of churnsim lakes: reads Delta tables (any version) only, never the engine."""
+
+from analysis.ab import ab_readout
+from analysis.drift import drift_report, score_drift
+from analysis.features import compute_features, write_features
+from analysis.lake import read_table
+from analysis.model import model_check
+from analysis.plots import plot_all
+from analysis.quality_report import dashboard, lake_dashboard
+
+__all__ = [
+    "ab_readout",
+    "compute_features",
+    "dashboard",
+    "drift_report",
+    "lake_dashboard",
+    "model_check",
+    "plot_all",
+    "read_table",
+    "score_drift",
+    "write_features",
+]

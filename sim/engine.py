@@ -347,8 +347,11 @@ def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
 
 
 def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, period: Period,
-                   arrival_ids: np.ndarray, arrival_t: np.ndarray) -> tuple[Agents, ShardMonth]:
-    """Simulate one shard for one month; returns its new state and the month's arrays."""
+                   arrival_ids: np.ndarray, arrival_t: np.ndarray, *, outputs: bool = True) -> tuple[Agents, ShardMonth]:
+    """Simulate one shard for one month; returns its new state and the month's arrays.
+
+    With ``outputs=False`` (calibration pilots) labels and daily metrics are not computed.
+    """
     start = float(epoch_day(s.calendar.start_date))
     new_cols: dict[str, np.ndarray] = {}
     if period.index == 0 and len(agents) == 0:
@@ -376,6 +379,8 @@ def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, peri
     env.run()
 
     purchases = _concat_purchases(world.bought)
+    if not outputs:
+        return world.agents, ShardMonth(shard, new_cols, purchases, {}, None)  # type: ignore[arg-type]
     n_old = len(prev_last)
     daily = daily_partials(
         period, purchases, world.agents,
@@ -417,10 +422,12 @@ def _shards_for(state: RunState, arrival_ids: np.ndarray, arrival_t: np.ndarray)
     return dict(sorted(out.items()))
 
 
-def local_runner(state: RunState, period: Period, plan: dict[int, tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[Agents, ShardMonth]]:
+def local_runner(state: RunState, period: Period, plan: dict[int, tuple[np.ndarray, np.ndarray]], *,
+                 outputs: bool = True) -> Iterator[tuple[Agents, ShardMonth]]:
     """Run the shards one after another in this process."""
     for k, (ids, t) in plan.items():
-        yield simulate_shard(state.scenario, state.calibration, k, state.shards.get(k, Agents.empty()), period, ids, t)
+        yield simulate_shard(state.scenario, state.calibration, k, state.shards.get(k, Agents.empty()), period,
+                             ids, t, outputs=outputs)
 
 
 def step(state: RunState, *, runner: ShardRunner = local_runner) -> tuple[RunState, Period, list[ShardMonth]]:

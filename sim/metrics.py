@@ -43,18 +43,22 @@ def daily_partials(period: Period, p: Purchases, agents: Agents, *, prev_last: n
     seg = p.segment.astype(np.int64)
     txn = _count(day, seg, nd)
     rev = _count(day, seg, nd, p.amount)
-    pair = np.unique(p.customer_id * (nd + 1) + day)
-    first_seg = np.zeros(len(pair), np.int64)
     key = p.customer_id * (nd + 1) + day
-    first_seg[np.searchsorted(pair, key)] = seg
-    purchasing = _count(pair % (nd + 1), first_seg, nd)
+    if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):  # one block: already in (customer, time) order
+        new_pair = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+        purchasing = _count(day[new_pair], seg[new_pair], nd)
+    else:
+        pair, first = np.unique(key, return_index=True)
+        purchasing = _count(pair % (nd + 1), seg[first], nd)
 
     # Active: a purchase keeps its customer active for that day and the 29 after it.
     had = ~np.isnan(prev_last)
     c = np.concatenate([agents.customer_id[had], p.customer_id])
     start = np.concatenate([np.floor(prev_last[had]).astype(np.int64) - d0, day])
     s = np.concatenate([prev_segment[had].astype(np.int64), seg])
-    order = np.lexsort((start, c))
+    # Earlier purchases come first and each block is in (customer, time) order: a stable sort by
+    # customer is enough unless the month had several blocks.
+    order = np.argsort(c, kind="stable") if len(key) < 2 or bool((key[1:] >= key[:-1]).all()) else np.lexsort((start, c))
     c, start, s = c[order], start[order], s[order]
     end = start + ACTIVE_WINDOW_DAYS  # exclusive
     same_next = np.r_[c[1:] == c[:-1], False]

@@ -18,7 +18,7 @@ from sim import keyed
 __all__ = ["identity_columns"]
 
 _POOL_SEED = 20240101
-_POOL_SIZE = 2048
+_POOL_SIZE = 1024
 
 
 @functools.cache

@@ -9,13 +9,15 @@ below that floor is refused before anything is simulated, naming the feasible ra
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import replace
 
 import numpy as np
 
-from sim.engine import Calibration, initial_state, run_periods
+from sim.engine import Calibration, initial_state, local_runner, run_periods
+from sim.labels import label_arrays
 from sim.errors import InfeasibleTargetError
 from sim.scenario import Scenario
 
@@ -33,14 +35,14 @@ _MAX_HAZARD_SCALE = 1e3
 def measure(s: Scenario, c: Calibration) -> tuple[float, float]:
     """(purchases per customer, label churn rate at the last month end) of a whole run."""
     purchases = 0
-    churn = math.nan
     state = initial_state(s, c)
-    for after, _period, months in run_periods(state):
+    for after, _period, months in run_periods(state, runner=functools.partial(local_runner, outputs=False)):
         purchases += sum(len(m.purchases.t) for m in months)
-        churn = float(np.concatenate([m.labels["churned"] for m in months]).mean())
         state = after
+    # Only the last month's labels matter: read them off the final state.
+    churned = np.concatenate([label_arrays(a, state.period, s)["churned"] for a in state.shards.values()])
     customers = state.next_customer_id - 1
-    return purchases / max(customers, 1), churn
+    return purchases / max(customers, 1), float(churned.mean())
 
 
 def _pilot(s: Scenario, size: int) -> Scenario:

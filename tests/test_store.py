@@ -201,3 +201,36 @@ def test_optimize_compacts_and_keeps_the_data(tmp_path, reference):
     _assert_exactly(reference, lake)
     store.append(lake, months=1)  # exactly-once bookkeeping survives maintenance
     assert DeltaTable(str(lake / "raw_transactions")).transaction_version("churnsim") == 7
+
+
+CORRUPT = {**SCEN, "corruption": {"rate": 0.03, "rates": {"late_arrival": 0.02}}}
+
+
+def test_a_corrupted_run_writes_a_manifest_that_validation_finds_exactly(tmp_path):
+    from sim.quality import validate_lake
+
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(CORRUPT), lake)
+    manifest = read_table(lake, "quality_manifest").to_pandas()
+    report = validate_lake(lake)
+    assert not report.ok
+    for rule, group in manifest.groupby("rule"):
+        assert sorted(report[rule].keys) == sorted(group["row_key"].tolist()), rule
+    flagged = {r.rule for r in report.failed}
+    assert flagged == set(manifest["rule"])
+    assert "late_arrival" in flagged
+
+
+@pytest.mark.parametrize("die_at", [6, 14, 25])
+def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, die_at):
+    ref = tmp_path / "ref"
+    store.run(scenario_from_dict(CORRUPT), ref)
+    scenario = _write_scenario(tmp_path, {"corruption": CORRUPT["corruption"]})
+    lake = tmp_path / "lake"
+    crashed = _cli("run", str(scenario), "--lake", str(lake), env={"CHURNSIM_DIE_AT": str(die_at)})
+    assert crashed.returncode == 137
+    assert _cli("run", str(scenario), "--lake", str(lake)).returncode == 0
+    for t in (*TABLES, "quality_manifest"):
+        a, b = read_table(ref, t), read_table(lake, t)
+        cols = a.column_names
+        assert a.sort_by([(c, "ascending") for c in cols[:3]]).equals(b.sort_by([(c, "ascending") for c in cols[:3]])), t

@@ -45,6 +45,12 @@ def _runner(workers: int | None, engine: str):
     return make_runner(workers=workers, engine=engine)
 
 
+def close_runner(runner) -> None:
+    from sim.parallel import close_runner as close
+
+    close(runner)
+
+
 def _engine_options(fn):
     fn = click.option("--workers", type=click.IntRange(min=1), default=None,
                       help="Worker processes for shards (default: all cores).")(fn)
@@ -84,10 +90,12 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
     total = months or len(horizon_periods(s.calendar))
     bar = _Progress(total, quiet=ctx.obj["quiet"] or as_json)
     t0 = time.perf_counter()
+    runner = _runner(workers, engine)
     try:
-        state = store.run(s, lake, months=months, overwrite=overwrite, runner=_runner(workers, engine), progress=bar)
+        state = store.run(s, lake, months=months, overwrite=overwrite, runner=runner, progress=bar)
     finally:
         bar.close()
+        close_runner(runner)
     summary = _summary(state, time.perf_counter() - t0, bar.rows)
     if as_json:
         echo_json(summary)
@@ -120,10 +128,12 @@ def append(ctx, lake, months, scenario, as_json, overrides, env, workers, engine
     s = load(scenario, overrides, env) if scenario else None
     bar = _Progress(months, quiet=ctx.obj["quiet"] or as_json)
     t0 = time.perf_counter()
+    runner = _runner(workers, engine)
     try:
-        state = store.append(lake, months=months, scenario=s, runner=_runner(workers, engine), progress=bar)
+        state = store.append(lake, months=months, scenario=s, runner=runner, progress=bar)
     finally:
         bar.close()
+        close_runner(runner)
     summary = _summary(state, time.perf_counter() - t0, bar.rows)
     if as_json:
         echo_json(summary)
