@@ -242,11 +242,13 @@ def make_runner(*, workers: int | None = None, engine: Literal["local", "spark"]
     """A shard runner for ``engine``.
 
     Args:
-        workers: processes (``local``) or Spark local cores (``spark``); default: all cores.
+        workers: processes (``local``) or Spark local cores (``spark``); default: all cores but
+            one (the coordinator's Delta writer uses it).
             With ``engine='local'`` and one worker, shards run in this process (``local_runner``).
         engine: ``local`` (worker processes) or ``spark`` (Spark tasks, see :mod:`sim.spark`).
     """
-    n = workers or os.cpu_count() or 1
+    # Default: one core is left to the coordinator, which commits month k while month k+1 runs.
+    n = workers or max((os.cpu_count() or 1) - 1, 1)
     if engine == "spark":
         from sim.spark import SparkRunner
 

@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -315,13 +316,26 @@ def _target_end(state: RunState, target: int) -> dt.date:
 def _advance(lake: Path, state: RunState, target: int, *, runner: ShardRunner,
              progress: Callable[[MonthWritten], None] | None, carry: pa.Table | None = None) -> RunState:
     end_date = _target_end(state, target)
-    while state.period is None or state.period.index < target:
-        after, period, months = step(state, runner=runner)
-        written, carry = _commit_month(lake, state, after, period, months, end_date=end_date, carry=carry)
+
+    def commit(before: RunState, after: RunState, period: Period, months: list, carry: pa.Table | None):
+        written, carry = _commit_month(lake, before, after, period, months, end_date=end_date, carry=carry)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if progress:
             progress(written)
-        state = after
+        return carry
+
+    # Month k is committed in a writer thread while month k+1 is simulated (Delta writes release
+    # the GIL). Commits stay strictly in order, one month in flight: the protocol is unchanged.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="churnsim-commit") as writer:
+        pending: Future | None = None
+        while state.period is None or state.period.index < target:
+            after, period, months = step(state, runner=runner)
+            if pending is not None:
+                carry = pending.result()
+            pending = writer.submit(commit, state, after, period, months, carry)
+            state = after
+        if pending is not None:
+            pending.result()
     return state
 
 

@@ -24,7 +24,7 @@ def _show(r: dict) -> None:
                    f"{f['x_floor']}x floor ({f['floor_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB "
                    f"(largest worker {f['worker_peak_rss_mb']:.0f} MB)")
         if "speedup" in f:
-            click.echo(f"    1 -> {f['workers']} workers: {f['workers_1_seconds']:.1f} s -> {f['seconds']:.1f} s "
+            click.echo(f"    1 -> 2 workers: {f['workers_1_seconds']:.1f} s -> {f['workers_2_seconds']:.1f} s "
                        f"= {f['speedup']}x")
     for row in r["in_memory"].get("profile", []):
         click.echo(f"    {row['cumtime']:8.3f} s cum {row['tottime']:8.3f} s own {row['calls']:>8}  {row['function']}")
@@ -33,7 +33,7 @@ def _show(r: dict) -> None:
 @main.command()
 @click.option("--size", type=click.Choice(["small", "medium", "large"]), default="large", show_default=True,
               help="Guide preset to run (small: 1,000 customers, for a quick check).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores but one).")
 @click.option("--full", is_flag=True,
               help="Also run 1,000,000 customers over 24 months to Delta, with 1 and N workers (minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")

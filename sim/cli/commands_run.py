@@ -53,7 +53,7 @@ def close_runner(runner) -> None:
 
 def _engine_options(fn):
     fn = click.option("--workers", type=click.IntRange(min=1), default=None,
-                      help="Worker processes for shards (default: all cores).")(fn)
+                      help="Worker processes for shards (default: all cores but one, which commits to Delta).")(fn)
     fn = click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
                       help="Where shards run: local processes, or Spark tasks.")(fn)
     return fn
