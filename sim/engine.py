@@ -154,10 +154,17 @@ def _initial_agents(s: Scenario, c: Calibration, shard: int, ids: np.ndarray) ->
     since = np.floor(start - rng.uniform(lo, hi) * _DAYS_PER_MONTH) + rng.uniform(size=len(ids))
     since = np.minimum(since, start)
     agents, age = _create(s, ids, segment, since, start, rng)
-    # Customers were buying before the window opens: their last purchase is one gap back.
+    # Customers were buying before the window opens. In a steady renewal process the window opens
+    # at a uniform point of a length-biased gap: the part behind is the age of the last purchase,
+    # the part ahead the time to the next one. Drawing both from one gap starts the run in steady
+    # state (no ramp in 30-day activity, no wave of first purchases).
+    shape = np.array([g.regularity for g in segs])[segment]
+    gap = rng.gamma(shape + 1.0, 1.0 / shape)
+    u = rng.uniform(size=len(ids))
     rate = np.array([g.purchase_rate for g in segs])[segment] * c.intensity_scale * agents.het
+    agents.due[:] = (1.0 - u) * gap
     with np.errstate(divide="ignore"):
-        last = start - rng.exponential(size=len(ids)) / rate
+        last = start - u * gap / rate
     agents.last[:] = np.where(last >= since, last, np.nan)
     return agents, age, segment
 
