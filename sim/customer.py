@@ -161,6 +161,9 @@ def advance(
     # Thinning: keep a candidate with probability lambda(t) / lam_max.
     ratio = np.exp(-decay[ci] * (ct - a[ci])) * seasonal_factor(ct, season) / bound
     keep = keyed.uniform(seed, "accept", cid[ci], period, block, ck) < ratio
+    # A first candidate exactly at signup, before any purchase, exists only when the scenario makes
+    # the first purchase the signup (due 0): it is always kept.
+    keep |= (ck == 0) & (ct == agents.since[idx][ci]) & np.isnan(agents.last[idx][ci])
     order = np.argsort(ci[keep], kind="stable")
     pi, pt, pk = ci[keep][order], ct[keep][order], ck[keep][order]
 

@@ -83,8 +83,12 @@ def _acquisition_total(s: Scenario) -> int:
 def _acquired_by(s: Scenario, day: int) -> int:
     """Customers acquired from the start up to and including epoch ``day``."""
     start = epoch_day(s.calendar.start_date)
-    horizon = epoch_day(horizon_end(s.calendar)) - start + 1
-    return int(math.floor(_acquisition_total(s) * (day - start + 1) / horizon))
+    window = s.population.acquisition.window_days
+    if window is None:
+        # Past the horizon (append) acquisition continues at the same daily rate.
+        horizon = epoch_day(horizon_end(s.calendar)) - start + 1
+        return int(math.floor(_acquisition_total(s) * (day - start + 1) / horizon))
+    return int(math.floor(_acquisition_total(s) * min(day - start + 1, window) / window))
 
 
 def _segment_counts(s: Scenario, n: int, shard_n: int) -> np.ndarray:
@@ -93,6 +97,8 @@ def _segment_counts(s: Scenario, n: int, shard_n: int) -> np.ndarray:
     total = s.population.size
     want = np.array([segs[name].share * total for name in SEGMENTS])
     want[NEW_CUSTOMER] = max(want[NEW_CUSTOMER] - _acquisition_total(s), 0.0)
+    if want.sum() <= 0:  # rounding left a few initial customers where the shares leave none
+        want[NEW_CUSTOMER] = 1.0
     p = want / want.sum() * shard_n
     counts = np.floor(p).astype(np.int64)
     rest = shard_n - counts.sum()
@@ -181,7 +187,10 @@ def _arrivals(s: Scenario, period: Period, next_id: int) -> tuple[np.ndarray, np
     before = _acquired_by(s, epoch_day(period.start) - 1)
     count = _acquired_by(s, epoch_day(period.end)) - before
     u = np.sort(keyed.uniform(s.seed, "arrival", period.index, np.arange(count)))
-    return np.arange(next_id, next_id + count, dtype=np.int64), period.t0 + u * (period.t1 - period.t0)
+    t1 = period.t1
+    if s.population.acquisition.window_days is not None:
+        t1 = min(t1, epoch_day(s.calendar.start_date) + float(s.population.acquisition.window_days))
+    return np.arange(next_id, next_id + count, dtype=np.int64), period.t0 + u * (t1 - period.t0)
 
 
 # --------------------------------------------------------------------------- scenario in force
@@ -372,6 +381,9 @@ def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, peri
         rng = keyed.generator(s.seed, 2, shard, period.index)
         seg = np.full(len(arrival_ids), NEW_CUSTOMER, np.int8)
         newcomers, age = _create(s, arrival_ids, seg, arrival_t, start, rng)
+        if s.population.acquisition.first_purchase_at_signup:
+            # A candidate at the signup instant is the signup purchase (see customer.advance).
+            newcomers.due[:] = 0.0
         add = {"customer_id": arrival_ids, "age": age, "segment": seg, "since": arrival_t}
         new_cols = {k: np.concatenate([new_cols[k], v]) if new_cols else v for k, v in add.items()}
     prev_last = agents.last.copy()

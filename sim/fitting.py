@@ -51,6 +51,7 @@ _NEVER_GRADUATE = 3650.0
 # many more of them than buyers is explaining the log with the wrong mechanism.
 _MAX_SIZE_FACTOR = 1.5
 _FD_STEP = 0.25  # log step of the finite-difference Jacobian
+_COHORT_SPAN = 0.25  # share of the window holding 95 % of first purchases in a single-cohort log
 
 
 # --------------------------------------------------------------------------- reading and checking
@@ -339,6 +340,7 @@ class _Params:
     weekly: np.ndarray
     yearly: tuple[float, int]
     graduation_days: float
+    window_days: int | None = None  # set: a single cohort acquired over this many days, first purchase at signup
 
 
 def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, source: str) -> Scenario:
@@ -369,7 +371,7 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
             "segments": segs,
             "heterogeneity": {"shape": round(min(max(p.het_shape, 0.1), 1000.0), 4), "spend_correlation": 0.0,
                               "spend_sigma": round(min(max(p.het_spend_sigma, 0.0), 3.0), 4)},
-            "acquisition": {"share": acq, "graduation_days": p.graduation_days},
+            "acquisition": _acquisition(p, acq),
         },
         "notes": {
             "source": f"segments, rates, spend, dropout and seasonality fitted to {source} "
@@ -380,6 +382,79 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
         },
     }
     return scenario_from_dict(data, source="calibrate")
+
+
+def _acquisition(p: _Params, share: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"share": share, "graduation_days": p.graduation_days}
+    if p.window_days is not None:
+        out.update(window_days=int(p.window_days), first_purchase_at_signup=True,
+                   mix={"young_active": 0.0, "mid_stable": 1.0, "senior_declining": 0.0})
+    return out
+
+
+def _is_cohort(f: _Features, *, start: int, days: int) -> bool:
+    """Whether the log is one acquisition cohort: nearly every first purchase early in the window.
+
+    A steady population's first purchases spread over its slow buyers' gaps and its acquisitions
+    over the whole window; a cohort's all fall in a short opening stretch.
+    """
+    return float(np.percentile(f.first - start, 95)) < _COHORT_SPAN * days
+
+
+def _cohort_initial(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: int, end: int,
+                    days: int) -> _Params:
+    """Everyone acquired in the opening window, buying at signup; rates from a BG/NBD fit.
+
+    The engine's purchasing (Poisson at a gamma-distributed rate) is BG/NBD's, so its r and
+    alpha give heterogeneity and rate; its dropout (probability p = a / (a + b) after each
+    purchase) becomes a hazard of about p per mean gap.
+    """
+    from sim.fit_report import _bgnbd
+
+    window = int(f.first.max() - start + 1)
+    bg = _bgnbd(occ, end)
+    exposure = end - f.first + 1.0
+    rate = max(float((f.n - 1).sum() / exposure.sum()), 1.0 / days)
+    shape, hazard = 1.0, 0.2 * rate
+    if bg is not None and bg["alpha"] > 0 and bg["r"] > 0:
+        shape, rate = bg["r"], bg["r"] / bg["alpha"]
+        hazard = bg["a"] / (bg["a"] + bg["b"]) * rate
+    within = float(np.nanmean(f.var_log)) if np.isfinite(f.var_log).any() else 0.25
+    between = max(real.between_sd**2 - within / 2, 0.0)
+    mu, sd = _lognormal_by_ks(occ["amount"].to_numpy(float))
+    # The moments split the spread between and within customers; the KS fit sets its total.
+    k = sd / math.sqrt(max(within + between, 1e-9))
+    med, within, between = math.exp(mu), within * k * k, between * k * k
+    weekly = np.maximum(real.weekday * 7, 0.05)
+    one = dict.fromkeys(SEGMENTS)
+    return _Params(size=real.n, shares={k: float(k == "new_customer") for k in one}, acquisition=1.0,
+                   rate=dict.fromkeys(SEGMENTS, rate), decay=0.0, hazard=dict.fromkeys(SEGMENTS, hazard),
+                   regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
+                   spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,
+                   het_spend_sigma=math.sqrt(between),
+                   weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window)
+
+
+def _lognormal_by_ks(amounts: np.ndarray) -> tuple[float, float]:
+    """Log-normal (mean, sd of log) closest to the amounts in KS distance.
+
+    Real amounts are not log-normal (price points, a floor); moments fit the bulk poorly where KS
+    judges it, so the KS distance itself is minimised.
+    """
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    x = np.sort(np.log(np.maximum(amounts, 0.01)))
+    emp_hi = np.arange(1, len(x) + 1) / len(x)
+    emp_lo = np.arange(len(x)) / len(x)
+
+    def dist(v: np.ndarray) -> float:
+        c = norm.cdf(x, v[0], math.exp(v[1]))
+        return float(max(np.max(emp_hi - c), np.max(c - emp_lo)))
+
+    x0 = np.array([float(np.median(x)), math.log(max(float(x.std()), 1e-3))])
+    got = minimize(dist, x0, method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-4, "maxfev": 400})
+    return float(got.x[0]), math.exp(float(got.x[1]))
 
 
 def _yearly(occ: pd.DataFrame, start: int, end: int) -> tuple[float, int]:
@@ -606,6 +681,11 @@ def calibrate(
         sf = _features(sim_occ, end)
         return _moments(sim_occ, sf, seg, start=start, end=end, warmup=warmup), seg(sf), sim_occ, sim_cust
 
+    if _is_cohort(f, start=start, days=days):
+        p = _cohort_initial(occ, f, real, start=start, end=end, days=days)
+        log.info("cohort log: acquisition window %d days, first purchase at signup", p.window_days)
+        # One segment and no per-segment rounds: the simulations those would take go to the search.
+        iterations, search = 0, 2 * search
     min_rate = 1.0 / days
     for _ in range(iterations):
         got = moments_of(p)

@@ -84,6 +84,8 @@ class Acquisition:
     share: float = field(default=0.08, metadata=_rng(0, 1))
     graduation_days: float = field(default=90.0, metadata=_rng(1, 3650))
     mix: Mapping[str, float] | None = None
+    window_days: int | None = field(default=None, metadata=_rng(1, 36_500))
+    first_purchase_at_signup: bool = False
 
 
 @dataclass(frozen=True)
@@ -411,6 +413,9 @@ def _check(s: Scenario, src: str) -> None:
               f"at most population.segments.new_customer.share ({segs['new_customer'].share})")
     if acq.mix is not None:
         _check_mix(src, "population.acquisition.mix", acq.mix)
+    elif segs["new_customer"].share > 0 and sum(segs[k].share for k in SEGMENT_NAMES[:3]) <= 0:
+        _fail(src, "population.acquisition.mix", None,
+              "a graduation mix when young_active, mid_stable and senior_declining all have share 0")
     cal = s.calendar
     if (cal.days is None) == (cal.months is None):
         _fail(src, "calendar", {"days": cal.days, "months": cal.months}, "exactly one of days or months")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["SparkRunner", "local_session", "month_dataframes", "run_spark", "spark_months"]
 
 log = logging.getLogger(__name__)
+
+# pyspark warns on every mapInArrow that pandas 3 is not fully supported; we pass Arrow, not pandas.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 _SHAPE = b"shapes"
 _PURCHASE_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")

@@ -62,6 +62,12 @@ MALFORMED = [
      'Error: {file}: <root>: expected a mapping at the top level (got [1, 2])'),
     ('weekly_length', 'seasonality: {weekly: [1, 1, 1]}\n',
      'Error: {file}: seasonality.weekly: expected 7 non-negative multipliers, Monday first (got [1.0, 1.0, 1.0])'),
+    ('acquisition_only_without_mix', 'population: {acquisition: {share: 1.0}, segments: {young_active: {share: 0}, '
+     'mid_stable: {share: 0}, senior_declining: {share: 0}, new_customer: {share: 1.0}}}\n',
+     'Error: {file}: population.acquisition.mix: expected a graduation mix when young_active, mid_stable and '
+     'senior_declining all have share 0 (got None)'),
+    ('acquisition_window_zero', 'population: {acquisition: {window_days: 0}}\n',
+     'Error: {file}: population.acquisition.window_days: expected an integer in [1, 36500] (got 0)'),
     ('acquisition_too_big', 'population: {acquisition: {share: 0.5}}\n',
      'Error: {file}: population.acquisition.share: expected at most population.segments.new_customer.share (0.15) (got 0.5)'),
 ]
