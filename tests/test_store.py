@@ -234,3 +234,16 @@ def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, d
         a, b = read_table(ref, t), read_table(lake, t)
         cols = a.column_names
         assert a.sort_by([(c, "ascending") for c in cols[:3]]).equals(b.sort_by([(c, "ascending") for c in cols[:3]])), t
+
+
+@pytest.mark.parametrize("die_at", [3, 12])
+def test_a_crash_with_worker_processes_leaves_no_orphans_and_reruns_cleanly(tmp_path, reference, die_at):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    # capture_output waits for EOF on the pipes: a worker that outlived its coordinator would hang here.
+    crashed = _cli("run", str(scenario), "--lake", str(lake), "--workers", "2",
+                   env={"CHURNSIM_DIE_AT": str(die_at)}, timeout=120)
+    assert crashed.returncode == 137
+    rerun = _cli("run", str(scenario), "--lake", str(lake), "--workers", "2", timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_exactly(reference, lake)
