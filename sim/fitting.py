@@ -15,6 +15,13 @@ are classified by the same segmenter:
 * shares and size are solved by non-negative least squares through the simulation's confusion
   between true segment and label (never-buyers included).
 
+A log that is one acquisition cohort (95 % of first purchases in the window's first quarter, as
+in CDNOW) is fitted differently: everyone is an acquired ``new_customer`` who never graduates,
+acquired evenly over the span of first purchases (``acquisition.window_days``) and buying at
+signup (``first_purchase_at_signup``); rate, heterogeneity and hazard start from a BG/NBD fit
+(the engine's Poisson purchasing with gamma heterogeneity is BG/NBD's), spend from the log-normal
+closest in KS, and the search below does the rest with twice the budget.
+
 A final Nelder-Mead search on common scales trades the moments off when the model cannot match
 them all (real logs). Every simulation is keyed by the seed, so the fit is deterministic; the
 candidate with the smallest summed distance (see :func:`sim.fit_report.distances`) is returned.
@@ -426,8 +433,7 @@ def _cohort_initial(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: i
     k = sd / math.sqrt(max(within + between, 1e-9))
     med, within, between = math.exp(mu), within * k * k, between * k * k
     weekly = np.maximum(real.weekday * 7, 0.05)
-    one = dict.fromkeys(SEGMENTS)
-    return _Params(size=real.n, shares={k: float(k == "new_customer") for k in one}, acquisition=1.0,
+    return _Params(size=real.n, shares={k: float(k == "new_customer") for k in SEGMENTS}, acquisition=1.0,
                    rate=dict.fromkeys(SEGMENTS, rate), decay=0.0, hazard=dict.fromkeys(SEGMENTS, hazard),
                    regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
                    spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,

@@ -17,8 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from sim.engine import Calibration, initial_state, local_runner, run_periods
-from sim.labels import label_arrays
 from sim.errors import InfeasibleTargetError
+from sim.labels import label_arrays
 from sim.scenario import Scenario
 
 __all__ = ["calibrate", "measure"]
