@@ -173,3 +173,19 @@ def test_the_guides_presets_are_feasible(size):
     from sim.targets import calibrate
 
     calibrate(PRESETS[size].to_scenario())  # raises if not
+
+
+def test_a_cohort_is_acquired_inside_its_window_and_buys_at_signup():
+    s = scenario_from_dict({
+        "seed": 3, "calendar": {"months": 4},
+        "population": {"size": 1200, "acquisition": {"share": 1.0, "window_days": 40, "first_purchase_at_signup": True,
+                                                     "mix": {"young_active": 0.3, "mid_stable": 0.5, "senior_declining": 0.2}},
+                       "segments": {"young_active": {"share": 0.0}, "mid_stable": {"share": 0.0},
+                                    "senior_declining": {"share": 0.0}, "new_customer": {"share": 1.0}}}})
+    t = simulate(s)
+    c, tx = t["raw_customers"].to_pandas(), t["raw_transactions"].to_pandas()
+    assert len(c) == 1200 and (c["segment"] == "new_customer").all()
+    since = pd.to_datetime(c["customer_since_date"])
+    assert since.min() >= pd.Timestamp("2024-01-01") and since.max() < pd.Timestamp("2024-01-01") + pd.Timedelta(days=40)
+    first = tx.groupby("customer_id")["transaction_date"].min()
+    assert (pd.to_datetime(first.reindex(c["customer_id"]).to_numpy()) == since.to_numpy()).all()
