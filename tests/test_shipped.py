@@ -74,7 +74,7 @@ def test_holiday_season_shows_in_daily_metrics():
     november = day.loc["2024-11-01":"2024-11-27"].mean()
     assert black_friday > 1.8 * november
     assert day.loc["2024-12-25"] < 0.5 * day.loc["2024-12-18":"2024-12-24"].mean()
-    by_dow = day.groupby(day.index.dayofweek).mean()
+    by_dow = day.groupby(day.index.day_of_week).mean()
     assert by_dow[5] > 1.15 * by_dow[0]  # Saturdays beat Mondays
     assert day.loc["2024-12"].mean() > 1.2 * day.loc["2024-06"].mean()  # yearly cycle
 
