@@ -666,13 +666,7 @@ def calibrate(
 
     def evaluate(q: _Params) -> tuple[float, pd.DataFrame, pd.DataFrame | None]:
         scen = _scenario(q, name=name, seed=seed, start=start_d, days=days, source=src)
-        try:
-            sim_occ, sim_cust = simulated_log(scen)
-        except ValueError as exc:
-            # sim.engine fails when every graduate of a block has dropped out (seasonal_bound on an
-            # empty array; reported to the engine's owner): such a candidate is skipped, not fatal.
-            log.warning("calibration candidate skipped: the engine failed (%s)", exc)
-            return math.inf, pd.DataFrame(columns=["customer_id", "day", "amount"]), None
+        sim_occ, sim_cust = simulated_log(scen)
         if sim_occ["customer_id"].nunique() < 2:
             return math.inf, sim_occ, sim_cust
         dist = distances(real_stats, log_stats(sim_occ, start=start, end=end))
