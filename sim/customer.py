@@ -10,16 +10,18 @@ recency and restarts at each purchase; a customer who drops out buys no more.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
+import simpy
 
 from sim import keyed
 from sim.calendar import seasonal_bound, seasonal_factor
 from sim.scenario import Seasonality
 from sim.segments import CATEGORY_WEIGHTS, NEW_CUSTOMER
 
-__all__ = ["Agents", "Purchases", "Rates", "advance"]
+__all__ = ["Agents", "Purchases", "Rates", "advance", "customer", "graduating"]
 
 _CATEGORY_CDF = np.cumsum(CATEGORY_WEIGHTS / CATEGORY_WEIGHTS.sum())
 
@@ -118,12 +120,16 @@ def advance(
     seed: int,
     period: int,
     block: int,
-    start: float,
-) -> Purchases:
-    """Advance customers ``idx`` from ``max(start, since)`` to ``b`` (per customer, exclusive).
+    start: float | np.ndarray,
+    segment: np.ndarray | None = None,
+) -> tuple[Purchases, np.ndarray, np.ndarray]:
+    """Draw the purchases of customers ``idx`` from ``max(start, since)`` to ``b`` (exclusive).
 
-    ``mult`` holds per-customer (intensity, hazard, spend) multipliers of the active effects.
-    Updates ``last`` and ``dropout`` in place and returns the purchases made.
+    One wake-up per customer for the whole span: nothing changes its intensity before ``b``.
+    ``mult`` holds per-customer (intensity, hazard, spend) multipliers of the active effects;
+    ``segment`` overrides the customers' segments (a graduate's next one). Updates the purchase
+    clock (``last``, ``due``) in place and returns the purchases made, and which customers drop
+    out and when: the customer's own process applies that at its time.
     """
     a = np.maximum(start, agents.since[idx])
     live = (a < b) & np.isnan(agents.dropout[idx])
@@ -131,7 +137,7 @@ def advance(
     m_int, m_haz, m_spend = (m[live] for m in mult)
     n = len(idx)
     cid = agents.customer_id[idx]
-    seg = agents.segment[idx].astype(np.intp)
+    seg = (agents.segment[idx] if segment is None else segment[live]).astype(np.intp)
     decay = rates.decay_per_year[seg] / 365.0
     age0 = a - agents.t0[idx]
     bound = seasonal_bound(season, float(a.min()), float(b.max())) if n else 1.0
@@ -191,6 +197,7 @@ def advance(
     e = -np.log(keyed.uniform(seed, "dropout", cid[s_cust], period, block, ordinal))
     hit = e < dh
     drop_t = np.full(n, np.nan)
+    gone = np.empty(0, np.intp)
     if hit.any():
         hs = np.flatnonzero(hit)
         firsts = hs[np.r_[True, s_cust[hs][1:] != s_cust[hs][:-1]]]
@@ -198,7 +205,7 @@ def advance(
         drop_t[c] = s_anchor[firsts] + _hazard_inverse(h0[firsts] + e[firsts], hz[firsts], tau)
         kept = ~(pt >= drop_t[pi])  # NaN compares False: customers who stay keep everything
         pi, pt, pk = pi[kept], pt[kept], pk[kept]
-        agents.dropout[idx[c]] = drop_t[c]
+        gone = c
     if len(pi):
         ends = np.r_[pi[1:] != pi[:-1], True]
         agents.last[idx[pi[ends]]] = pt[ends]
@@ -213,7 +220,24 @@ def advance(
     channel = np.where(uch < app, 1, np.where(uch < app + store, 2, 0)).astype(np.int8)
     ucat = keyed.uniform(seed, "category", pc, period, block, pk)
     category = np.minimum(np.searchsorted(_CATEGORY_CDF, ucat), len(_CATEGORY_CDF) - 1).astype(np.int8)
-    return Purchases(pc, pt, amount, ps.astype(np.int8), channel, category)
+    return Purchases(pc, pt, amount, ps.astype(np.int8), channel, category), idx[gone], drop_t[gone]
+
+
+def customer(env: simpy.Environment, agents: Agents, i: int, events: list[tuple[float, str]]) -> Iterator[simpy.Event]:
+    """Customer ``i``'s process this month: it wakes at each of its lifecycle events, in time order.
+
+    Its purchases up to the next timeline event were drawn in one wake-up (:func:`advance`); what is
+    left are the moments its own state changes: graduating to its next segment, and dropping out,
+    which ends the process.
+    """
+    for t, kind in events:
+        yield env.timeout(t - env.now)
+        if kind == "graduate":
+            agents.segment[i] = agents.grad_to[i]
+            agents.graduate_at[i] = np.nan
+        else:
+            agents.dropout[i] = t
+            return
 
 
 def graduating(agents: Agents, idx: np.ndarray, t1: float) -> np.ndarray:

@@ -1,12 +1,15 @@
 """The engine: shards of customers simulated month by month on a SimPy timeline.
 
-A shard's month is one SimPy environment. Its processes are the global actors of the design:
-``acquisition`` (this month's new customers join at their signup times), one ``effect`` process
-per intervention or experiment window edge, one ``drift`` process per drift step, and
-``month_end`` (the checkpoint). Each fires at its simulated time, first lets every customer catch
-up to that moment, then changes the world; so a customer reacts to an intervention at the
-intervention's time. A shard-month is a pure function of (scenario, seed, shard state, month):
-the coordinator may run shards in any order, in any process.
+A shard's month is one SimPy environment. Its global processes are ``acquisition`` (this month's
+new customers join, each buying from its signup time), one ``_change`` process per moment the
+world changes (an intervention or experiment window edge, a drift step; and the month's start),
+and ``month_end`` (the checkpoint). At each change every customer wakes once and draws its
+purchases up to the next change (event skipping: nothing can change its intensity before then),
+so it reacts to an intervention at the intervention's time. Each customer whose own state
+changes in between (graduation, dropout) runs as its own process (``sim.customer.customer``) that
+applies the change at its simulated time; the process of a customer who drops out ends there.
+A shard-month is a pure function of (scenario, seed, shard state, month): the coordinator may run
+shards in any order, in any process.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import simpy
 
 from sim import keyed
 from sim.calendar import Period, epoch_day, horizon_end, horizon_periods, next_period
-from sim.customer import Agents, Purchases, Rates, advance, graduating
+from sim.customer import Agents, Purchases, Rates, advance, customer, graduating
 from sim.labels import label_arrays
 from sim.metrics import DailyPartials, daily_partials
 from sim.scenario import Drift, Scenario
@@ -276,21 +279,21 @@ def _breakpoints(s: Scenario, period: Period) -> list[tuple[float, str, object]]
 class _Month:
     """The world of one shard during one month, advanced by the SimPy processes."""
 
-    def __init__(self, s: Scenario, c: Calibration, shard: int, agents: Agents, period: Period) -> None:
-        self.s, self.c, self.shard, self.agents, self.period = s, c, shard, agents, period
+    def __init__(self, env: simpy.Environment, s: Scenario, c: Calibration, shard: int, agents: Agents,
+                 period: Period) -> None:
+        self.env, self.s, self.c, self.shard, self.agents, self.period = env, s, c, shard, agents, period
         self.clock = period.t0
         self.block = 0
         self.effects = [e for e in _effects(s) if e.t_start < period.t1 and e.t_end > period.t0]
         self.bought: list[Purchases] = []
-        self.graduated: list[np.ndarray] = []
 
-    def _multipliers(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _multipliers(self, idx: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = [np.ones(len(idx)) for _ in range(3)]
         for eff in self.effects:
             if not eff.t_start <= self.clock < eff.t_end:
                 continue
             if eff.inactive_days is None and eff.bit < _EXPERIMENT_BIT0:
-                hit = np.ones(len(idx), bool) if eff.segment is None else self.agents.segment[idx] == eff.segment
+                hit = np.ones(len(idx), bool) if eff.segment is None else segment == eff.segment
             else:
                 hit = (self.agents.flags[idx] >> np.uint64(eff.bit)) & np.uint64(1) == 1
             for arr, f in zip(m, (eff.intensity, eff.hazard, eff.spend), strict=True):
@@ -298,8 +301,13 @@ class _Month:
                     arr[hit] *= f
         return m[0], m[1], m[2]
 
-    def catch_up(self, t: float) -> None:
-        """Every customer lives from the clock to ``t`` under the rules now in force."""
+    def draw_until(self, t: float) -> None:
+        """Wake every customer once: draw its purchases from now to ``t`` under the rules in force.
+
+        Nothing can change a customer's intensity before ``t`` but its own graduation, so its
+        purchases are drawn in one go (event skipping); a graduate's continue under its next
+        segment. Graduations and dropouts then happen in each customer's own process, at their time.
+        """
         if t <= self.clock:
             return
         ag = self.agents
@@ -307,21 +315,27 @@ class _Month:
         rates = _rates(self.s, self.c, self.clock)
         grads = graduating(ag, idx, t)
         b = np.full(len(idx), t)
-        pos = np.searchsorted(idx, grads)
-        b[pos] = np.maximum(ag.graduate_at[grads], self.clock)
+        b[np.searchsorted(idx, grads)] = np.maximum(ag.graduate_at[grads], self.clock)
         kw = {"seed": self.s.seed, "period": self.period.index}
-        self.bought.append(advance(ag, idx, b, rates, self._multipliers(idx), self.s.seasonality,
-                                   block=self.block, start=self.clock, **kw))
+        bought, gone, when = advance(ag, idx, b, rates, self._multipliers(idx, ag.segment[idx]), self.s.seasonality,
+                                     block=self.block, start=self.clock, **kw)
+        self.bought.append(bought)
+        events: dict[int, list[tuple[float, str]]] = {}
         if len(grads):
-            # Graduates take their new segment's behaviour from the graduation day on.
-            alive = grads[np.isnan(ag.dropout[grads]) | (ag.dropout[grads] >= ag.graduate_at[grads])]
-            ag.segment[alive] = ag.grad_to[alive]
+            alive = grads[~np.isin(grads, gone)]
             start = np.maximum(ag.graduate_at[alive], self.clock)
-            ag.graduate_at[alive] = np.nan
-            self.graduated.append(alive)
-            self.bought.append(advance(ag, alive, np.full(len(alive), t), rates, self._multipliers(alive),
-                                       self.s.seasonality, block=self.block + _GRAD_BLOCK, start=start, **kw))
-        self.clock = t
+            nxt = ag.grad_to[alive]
+            bought, gone2, when2 = advance(ag, alive, np.full(len(alive), t), rates, self._multipliers(alive, nxt),
+                                           self.s.seasonality, block=self.block + _GRAD_BLOCK, start=start,
+                                           segment=nxt, **kw)
+            self.bought.append(bought)
+            for i, g in zip(alive.tolist(), start.tolist(), strict=True):
+                events[i] = [(g, "graduate")]
+            gone, when = np.r_[gone, gone2], np.r_[when, when2]
+        for i, d in zip(gone.tolist(), when.tolist(), strict=True):
+            events.setdefault(i, []).append((d, "dropout"))
+        for i, evs in events.items():
+            self.env.process(customer(self.env, ag, i, evs))
         self.block += 1
 
     def start_effect(self, eff: _Effect) -> None:
@@ -350,16 +364,22 @@ def _acquisition(env: simpy.Environment, world: _Month, newcomers: Agents) -> It
     yield env.timeout(0)
 
 
-def _effect(env: simpy.Environment, world: _Month, t: float, kind: str, eff: object) -> Iterator[simpy.Event]:
+def _change(env: simpy.Environment, world: _Month, t: float, changes: list[tuple[str, object]],
+            until: float) -> Iterator[simpy.Event]:
+    """At ``t`` the world changes (interventions, experiment assignment, drift steps); then every
+    customer wakes once and lives on under the new rules until the next change."""
     yield env.timeout(t - env.now)
-    world.catch_up(env.now)
-    if kind == "effect_start":
-        world.start_effect(eff)  # type: ignore[arg-type]
+    world.clock = env.now
+    for kind, what in changes:
+        if kind == "effect_start":
+            world.start_effect(what)  # type: ignore[arg-type]
+    world.draw_until(until)
 
 
 def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
+    """The checkpoint: every customer process has applied its events of the month by now."""
     yield env.timeout(world.period.t1 - env.now)
-    world.catch_up(env.now)
+    world.clock = env.now
 
 
 def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, period: Period,
@@ -389,11 +409,15 @@ def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, peri
     prev_last = agents.last.copy()
     prev_segment = agents.segment.copy()
 
-    world = _Month(s, c, shard, agents, period)
     env = simpy.Environment(initial_time=period.t0)
+    world = _Month(env, s, c, shard, agents, period)
     env.process(_acquisition(env, world, newcomers))
+    changes: dict[float, list[tuple[str, object]]] = {period.t0: []}
     for t, kind, obj in _breakpoints(s, period):
-        env.process(_effect(env, world, t, kind, obj))
+        changes.setdefault(t, []).append((kind, obj))
+    times = sorted(changes)
+    for t, until in zip(times, [*times[1:], period.t1], strict=True):
+        env.process(_change(env, world, t, changes[t], until))
     env.process(_month_end(env, world))
     env.run()
 
