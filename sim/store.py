@@ -41,7 +41,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from sim.calendar import Period, horizon_periods
 from sim.customer import Agents
 from sim.engine import Calibration, RunState, ShardRunner, initial_state, local_runner, step
-from sim.errors import StorageError
+from sim.errors import ScenarioError, StorageError
 from sim.records import TABLES, month_tables
 from sim.scenario import Scenario, scenario_from_dict
 
@@ -366,6 +366,8 @@ def run(
     from sim.targets import calibrate
 
     lake = Path(lake)
+    if months is not None and months < 1:
+        raise ScenarioError(f"months: expected a positive number of months (got {months})")
     horizon = len(horizon_periods(scenario.calendar))
     target = (months if months is not None else horizon) - 1
     status = lake_status(lake)
@@ -381,8 +383,6 @@ def run(
             raise StorageError(f"{lake}: holds a finished run of this scenario (through "
                                f"{status.state.period.end}); use `churnsim append` to add months, "
                                "or --overwrite to replace it")
-    if months is not None and months < 1:
-        raise StorageError(f"--months: expected a positive number of months (got {months})")
     resume = resumable and not overwrite
     if resume and status.state is not None:
         state = status.state
@@ -422,6 +422,8 @@ def append(
     adding ``months`` again.
     """
     lake = Path(lake)
+    if months < 1:
+        raise ScenarioError(f"months: expected a positive number of months (got {months})")
     status = lake_status(lake)
     if status.meta is None:
         raise StorageError(f"{lake}: no churnsim state to append to; start with `churnsim run`")
@@ -429,8 +431,6 @@ def append(
         raise StorageError(f"{lake}: made by churnsim {status.meta.get('package_version')} "
                            f"(state format {status.meta.get('state_format')}); this is {_package_version()}, "
                            "which cannot continue it")
-    if months < 1:
-        raise StorageError(f"--months: expected a positive number of months (got {months})")
     state = status.state
     intent = status.intent or {}
     unfinished = intent.get("command") == "append" and state.period.index < intent.get("target_period", -1)
@@ -451,8 +451,6 @@ def append(
 
 
 def _check_continuable(old: Scenario, new: Scenario) -> None:
-    from sim.errors import ScenarioError
-
     for path, a, b in (("population.shard_size", old.population.shard_size, new.population.shard_size),
                        ("calendar.start_date", old.calendar.start_date, new.calendar.start_date)):
         if a != b:

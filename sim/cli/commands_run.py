@@ -62,7 +62,8 @@ def _engine_options(fn):
 @main.command()
 @click.argument("scenario")
 @lake_option
-@click.option("--months", type=int, default=None, help="Months to simulate (default: the scenario's horizon).")
+@click.option("--months", type=click.IntRange(min=1), default=None,
+              help="Months to simulate (default: the scenario's horizon).")
 @click.option("--overwrite", is_flag=True, help="Replace a lake that holds a finished or different run.")
 @click.option("--corrupt", "corrupt", type=float, default=None, metavar="RATE",
               help="Inject data-quality defects at RATE (recorded in the quality_manifest table).")
@@ -106,7 +107,7 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
 
 @main.command()
 @lake_option
-@click.option("--months", type=int, default=1, show_default=True, help="Months to add.")
+@click.option("--months", type=click.IntRange(min=1), default=1, show_default=True, help="Months to add.")
 @click.option("--scenario", "scenario", default=None,
               help="Carry the population on under this scenario from the next month (drift).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

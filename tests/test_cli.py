@@ -1,0 +1,69 @@
+"""The command line: exit codes, the exact Error: lines, JSON summaries, version and listings."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from sim import __version__
+from sim.cli import main
+
+SMALL = ["-s", "population.size=600", "-s", "calendar.months=4"]
+
+
+def test_version_and_help():
+    r = CliRunner()
+    assert r.invoke(main, ["--version"]).output.strip() == f"churnsim, version {__version__}"
+    assert r.invoke(main, ["-h"]).exit_code == 0
+
+
+def test_run_json_summary_then_refusal_then_append(tmp_path):
+    r = CliRunner()
+    lake = str(tmp_path / "lake")
+    out = r.invoke(main, ["run", "baseline", "--lake", lake, "--json", *SMALL])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    assert summary["last_month"] == "2024-04" and summary["customers"] > 0 and summary["transactions"] > 0
+    again = r.invoke(main, ["run", "baseline", "--lake", lake, *SMALL])
+    assert again.exit_code == 1
+    assert again.output.strip() == (f"Error: {lake}: holds a finished run of this scenario (through 2024-04-30); "
+                                    "use `churnsim append` to add months, or --overwrite to replace it")
+    more = r.invoke(main, ["-q", "append", "--lake", lake, "--months", "1", "--json"])
+    assert json.loads(more.output)["last_month"] == "2024-05"
+
+
+def test_append_without_a_lake_exits_1_with_one_line(tmp_path):
+    lake = str(tmp_path / "nothing")
+    out = CliRunner().invoke(main, ["append", "--lake", lake])
+    assert out.exit_code == 1
+    assert out.output.strip() == f"Error: {lake}: no churnsim state to append to; start with `churnsim run`"
+
+
+def test_bad_option_exits_2():
+    out = CliRunner().invoke(main, ["run", "baseline", "--months", "0"])
+    assert out.exit_code == 2 and "'--months': 0 is not in the range x>=1" in out.output
+
+
+def test_unknown_shipped_scenario_suggests_the_nearest(tmp_path):
+    out = CliRunner().invoke(main, ["run", "baselin", "--lake", str(tmp_path / "l")])
+    assert out.exit_code == 2
+    assert out.output.startswith("Error: baselin: no such scenario file or shipped scenario (did you mean 'baseline'?)")
+    assert not (tmp_path / "l").exists()
+
+
+def test_scenarios_lists_every_shipped_file_and_checks_one(tmp_path):
+    r = CliRunner()
+    listing = json.loads(r.invoke(main, ["scenarios", "--json"]).output)
+    assert {"baseline", "dev", "staging", "prod", "ab_retention", "holiday_season"} <= set(listing)
+    assert all(listing.values())
+    checked = r.invoke(main, ["scenarios", "--check", "environments", "--env", "dev"])
+    assert checked.exit_code == 0 and checked.output.startswith("environments: ok (dev, digest ")
+
+
+def test_run_with_corruption_then_validate_fails_with_exit_1(tmp_path):
+    r = CliRunner()
+    lake = str(tmp_path / "lake")
+    assert r.invoke(main, ["-q", "run", "dev", "--lake", lake, "--corrupt", "0.02", "-s", "calendar.days=120"]).exit_code == 0
+    out = r.invoke(main, ["validate", "--lake", lake])
+    assert out.exit_code == 1 and "data-quality rules failed" in out.output
