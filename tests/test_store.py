@@ -247,3 +247,24 @@ def test_a_crash_with_worker_processes_leaves_no_orphans_and_reruns_cleanly(tmp_
     rerun = _cli("run", str(scenario), "--lake", str(lake), "--workers", "2", timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     _assert_exactly(reference, lake)
+
+
+def test_tables_are_plain_delta_any_reader_can_open(tmp_path):
+    from deltalake import QueryBuilder
+
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=2)
+    for t in TABLES:
+        dt_ = DeltaTable(str(lake / t))
+        proto = dt_.protocol()
+        assert (proto.min_reader_version, proto.min_writer_version) == (1, 2), t
+        assert not proto.reader_features and not proto.writer_features, t
+        types = {f.name: str(f.type) for f in dt_.schema().fields}
+        assert "timestamp_ntz" not in " ".join(types.values()).lower(), t
+    tx = DeltaTable(str(lake / "raw_transactions")).schema().to_arrow()
+    assert str(pa.schema(tx).field("transaction_ts").type) == "timestamp[us, tz=UTC]"
+    assert str(pa.schema(tx).field("transaction_date").type) == "date32[day]"
+    # The SQL reader of deltalake (the engine polars and DuckDB-over-deltalake use) answers too.
+    n = QueryBuilder().register("tx", DeltaTable(str(lake / "raw_transactions"))).execute(
+        "select count(*) as n from tx").read_all().column("n")[0].as_py()
+    assert n == read_table(lake, "raw_transactions").num_rows
