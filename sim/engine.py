@@ -86,12 +86,27 @@ def _acquisition_total(s: Scenario) -> int:
 def _acquired_by(s: Scenario, day: int) -> int:
     """Customers acquired from the start up to and including epoch ``day``."""
     start = epoch_day(s.calendar.start_date)
-    window = s.population.acquisition.window_days
+    acq = s.population.acquisition
+    window = acq.window_days
     if window is None:
         # Past the horizon (append) acquisition continues at the same daily rate.
         horizon = epoch_day(horizon_end(s.calendar)) - start + 1
         return int(math.floor(_acquisition_total(s) * (day - start + 1) / horizon))
-    return int(math.floor(_acquisition_total(s) * min(day - start + 1, window) / window))
+    if acq.window_shape == 1.0:
+        # Kept apart from the shaped form: its float rounding differs, and runs must not change.
+        return int(math.floor(_acquisition_total(s) * min(day - start + 1, window) / window))
+    x = min(max(day - start + 1, 0), window) / window
+    return int(math.floor(_acquisition_total(s) * _window_cdf(x, acq.window_shape)))
+
+
+def _window_cdf(x: np.ndarray | float, shape: float) -> np.ndarray | float:
+    """Share of a window's acquisitions made by fraction ``x`` of it (``window_shape``)."""
+    return x ** (1.0 / shape)
+
+
+def _window_quantile(p: np.ndarray, shape: float) -> np.ndarray:
+    """Inverse of :func:`_window_cdf`."""
+    return p**shape
 
 
 def _segment_counts(s: Scenario, n: int, shard_n: int) -> np.ndarray:
@@ -190,10 +205,20 @@ def _arrivals(s: Scenario, period: Period, next_id: int) -> tuple[np.ndarray, np
     before = _acquired_by(s, epoch_day(period.start) - 1)
     count = _acquired_by(s, epoch_day(period.end)) - before
     u = np.sort(keyed.uniform(s.seed, "arrival", period.index, np.arange(count)))
+    ids = np.arange(next_id, next_id + count, dtype=np.int64)
+    acq = s.population.acquisition
     t1 = period.t1
-    if s.population.acquisition.window_days is not None:
-        t1 = min(t1, epoch_day(s.calendar.start_date) + float(s.population.acquisition.window_days))
-    return np.arange(next_id, next_id + count, dtype=np.int64), period.t0 + u * (t1 - period.t0)
+    if acq.window_days is None:
+        return ids, period.t0 + u * (t1 - period.t0)
+    w0, window = float(epoch_day(s.calendar.start_date)), float(acq.window_days)
+    t1 = min(t1, w0 + window)
+    if acq.window_shape == 1.0:
+        return ids, period.t0 + u * (t1 - period.t0)
+    # The month's share of the window's CDF, spread by the same keyed uniforms through its inverse.
+    lo, hi = (_window_cdf(np.clip((t - w0) / window, 0.0, 1.0), acq.window_shape) for t in (period.t0, t1))
+    t = w0 + window * _window_quantile(lo + u * (max(hi, lo) - lo), acq.window_shape)
+    # Rounding must not move a signup out of its month: [t0, t1).
+    return ids, np.minimum(np.maximum(t, period.t0), np.nextafter(t1, -np.inf))
 
 
 # --------------------------------------------------------------------------- scenario in force

@@ -17,7 +17,8 @@ are classified by the same segmenter:
 
 A log that is one acquisition cohort (95 % of first purchases in the window's first quarter, as
 in CDNOW) is fitted differently: everyone is an acquired ``new_customer`` who never graduates,
-acquired evenly over the span of first purchases (``acquisition.window_days``) and buying at
+acquired over the span of first purchases (``acquisition.window_days``, its front-loading
+``window_shape`` by maximum likelihood on the first-purchase days) and buying at
 signup (``first_purchase_at_signup``); rate, heterogeneity and hazard start from a BG/NBD fit
 (the engine's Poisson purchasing with gamma heterogeneity is BG/NBD's), spend from the log-normal
 closest in KS, and the search below does the rest with twice the budget.
@@ -348,6 +349,7 @@ class _Params:
     yearly: tuple[float, int]
     graduation_days: float
     window_days: int | None = None  # set: a single cohort acquired over this many days, first purchase at signup
+    window_shape: float = 1.0  # the cohort's acquisition.window_shape
 
 
 def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, source: str) -> Scenario:
@@ -394,7 +396,7 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
 def _acquisition(p: _Params, share: float) -> dict[str, Any]:
     out: dict[str, Any] = {"share": share, "graduation_days": p.graduation_days}
     if p.window_days is not None:
-        out.update(window_days=int(p.window_days), first_purchase_at_signup=True,
+        out.update(window_days=int(p.window_days), window_shape=p.window_shape, first_purchase_at_signup=True,
                    mix={"young_active": 0.0, "mid_stable": 1.0, "senior_declining": 0.0})
     return out
 
@@ -438,7 +440,30 @@ def _cohort_initial(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: i
                    regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
                    spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,
                    het_spend_sigma=math.sqrt(between),
-                   weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window)
+                   weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window,
+                   window_shape=_window_shape(f.first - start, window))
+
+
+def _window_shape(first: np.ndarray, window: int) -> float:
+    """Maximum-likelihood ``window_shape`` of first-purchase days (0-based) in a ``window``-day window.
+
+    The share acquired by fraction x of the window is x ** (1 / window_shape); a day's probability is
+    the CDF's step over it (a continuous fit biases front-loaded shapes, most mass being on day 0).
+    """
+    from scipy.optimize import minimize_scalar
+
+    days = np.bincount(np.clip(np.asarray(first, np.int64), 0, window - 1), minlength=window)
+    if days.sum() == 0:
+        return 1.0
+    edges = np.arange(window + 1) / window
+
+    def nll(log_shape: float) -> float:
+        step = np.diff(edges ** math.exp(-log_shape))
+        return -float((days * np.log(np.maximum(step, 1e-300))).sum())
+
+    best = minimize_scalar(nll, bounds=(math.log(0.1), math.log(10.0)), method="bounded",
+                           options={"xatol": 1e-4})
+    return round(math.exp(best.x), 3)
 
 
 def _lognormal_by_ks(amounts: np.ndarray) -> tuple[float, float]:
@@ -683,7 +708,8 @@ def calibrate(
 
     if _is_cohort(f, start=start, days=days):
         p = _cohort_initial(occ, f, real, start=start, end=end, days=days)
-        log.info("cohort log: acquisition window %d days, first purchase at signup", p.window_days)
+        log.info("cohort log: acquisition window %d days (shape %.3f), first purchase at signup",
+                 p.window_days, p.window_shape)
         # One segment and no per-segment rounds: the simulations those would take go to the search.
         iterations, search = 0, 2 * search
     min_rate = 1.0 / days

@@ -85,6 +85,9 @@ class Acquisition:
     graduation_days: float = field(default=90.0, metadata=_rng(1, 3650))
     mix: Mapping[str, float] | None = None
     window_days: int | None = field(default=None, metadata=_rng(1, 36_500))
+    # Within the window, the share acquired by fraction x of it is x ** (1 / window_shape): 1 is
+    # uniform, above 1 front-loaded, below 1 back-loaded.
+    window_shape: float = field(default=1.0, metadata=_rng(0, 10, open_lo=True))
     first_purchase_at_signup: bool = False
 
 

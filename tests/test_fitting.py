@@ -43,6 +43,9 @@ COHORT = {
                                       "decay_per_year": 0.0}},
     },
 }
+# The same cohort with front-loaded acquisition: half of it in the window's first quarter.
+COHORT_FRONT = {**COHORT, "population": {**COHORT["population"], "acquisition": {
+    **COHORT["population"]["acquisition"], "window_shape": 2.0}}}
 
 
 def _log_of(s: Scenario) -> pd.DataFrame:
@@ -133,14 +136,16 @@ def test_cohort_log_is_simulated_as_one_cohort(cohort_trip):
 
 
 def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
-    # Measured (seed 1; a cohort log gets 2 x search = 40 search runs): window 56 days (exact), size
-    # 2000, rate 0.0258 (-14 %), hazard 0.0029 (-28 %), heterogeneity shape 0.52 (vs 0.6), decay 0:
-    # hazard and heterogeneity trade off on a one-year log. Distances: TVD 0.033, KS gaps 0.110,
-    # KS amounts 0.019, KS recency 0.026, cumulative repeats 6 % at worst past 5 % of the total.
+    # Measured (seed 1; a cohort log gets 2 x search = 40 search runs): window 56 days (exact), window
+    # shape 1.019 (uniform: 1), size 2000, rate 0.0250 (-17 %), hazard 0.0028 (-31 %), heterogeneity
+    # shape 0.50 (vs 0.6), decay 0: hazard and heterogeneity trade off on a one-year log. Distances:
+    # TVD 0.018, KS gaps 0.112, KS amounts 0.014, KS recency 0.030, cumulative repeats 4.5 % at worst
+    # past 5 % of the total.
     truth, fit, log = cohort_trip
     acq = fit.population.acquisition
     assert acq.first_purchase_at_signup and acq.share == 1.0
     assert abs(acq.window_days - 56) <= 7
+    assert abs(acq.window_shape - 1.0) <= 0.1
     assert fit.population.size == truth.population.size
     t, f = truth.population.segments["new_customer"], fit.population.segments["new_customer"]
     assert f.share == 1.0
@@ -154,6 +159,28 @@ def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
     assert d["tvd_repeat"] <= 0.05
     assert d["ks_gap"] <= 0.15
     assert d["ks_amount"] <= 0.05
+    assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.12
+
+
+def test_cohort_round_trip_recovers_a_front_loaded_window():
+    # Measured (seed 1): the truth's first purchases follow the window's CDF (median day 13, 50.3 %
+    # in the first 14 days; x ** (1 / 2) gives day 14 and 50 %); fitted window 56 days, shape 2.058
+    # (maximum likelihood on the first-purchase days), TVD 0.023, KS gaps 0.121, cumulative repeats
+    # 8.3 % at worst past 5 % of the total.
+    truth = scenario_from_dict(COHORT_FRONT)
+    log = _log_of(truth)
+    days = (pd.to_datetime(log.groupby("cust")["dt"].min()) - pd.Timestamp("2024-01-01")).dt.days
+    assert log["cust"].nunique() == truth.population.size and days.max() < 56
+    assert abs((days < 14).mean() - 0.5) <= 0.04
+    fit = calibrate(log, columns=COLUMNS, seed=1)
+    acq = fit.population.acquisition
+    assert abs(acq.window_days - 56) <= 7
+    assert abs(acq.window_shape - 2.0) <= 0.2
+    occ = occasions(log, columns=COLUMNS)
+    lo, hi = int(occ["day"].min()), int(occ["day"].max())
+    sim_occ, _ = simulated_log(fit)
+    d = distances(log_stats(occ, start=lo, end=hi), log_stats(sim_occ, start=lo, end=hi))
+    assert d["tvd_repeat"] <= 0.05
     assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.12
 
 
@@ -174,18 +201,21 @@ def test_cdnow_fit_is_valid(cdnow, cdnow_report):
 
 
 def test_cdnow_distances(cdnow_report):
-    # Measured with the defaults (CDNOW is detected as one cohort: window 84 days, first purchase at
-    # signup, BG/NBD start, 40 search runs): TVD 0.043, KS gaps 0.059, KS amounts 0.070, KS recency
-    # 0.024, cumulative repeat curve 19.6 % at worst once past 5 % of its total (42 % over all weeks,
-    # the first weeks' handful of repeats), buyers exact. Before the cohort mode: 0.167, 0.136,
-    # 0.138, 0.394, 22 %, 36 %. Met: TVD <= 0.05 and both KS < 0.10; NOT met: the weekly curve
-    # within 10 % (uniform acquisition over the window vs CDNOW's front-loaded first purchases).
+    # Measured with the defaults (CDNOW is detected as one cohort: window 84 days, window shape 0.913
+    # by maximum likelihood, first purchase at signup, BG/NBD start, 40 search runs): TVD 0.045, KS
+    # gaps 0.058, KS amounts 0.068, KS recency 0.025, cumulative repeat curve 21.7 % at worst once
+    # past 5 % of its total (24 % over all weeks), buyers exact. With a uniform window (shape 1):
+    # 0.043, 0.059, 0.070, 0.024, 19.6 %, 42 %. Before the cohort mode: 0.167, 0.136, 0.138, 0.394,
+    # 22 %, 36 %. CDNOW master (23,570 customers): shape 0.922, 0.017, 0.077, 0.072, 0.045, 15.1 %
+    # (uniform: 0.031, 0.060, 0.074, 0.043, 16.9 %). NOT met: the weekly curve within 10 %. CDNOW's
+    # first purchases are not front-loaded (weekly counts rise from 157 to about 215 in the sample);
+    # the gap is the simulated curve running 13-19 % above the real one from week 30 on.
     _, report, _ = cdnow_report
     d = report["distances"]
     assert d["tvd_repeat"] <= 0.05
-    assert d["ks_gap"] <= 0.08
-    assert d["ks_amount"] <= 0.09
-    assert d["ks_recency"] <= 0.06
+    assert d["ks_gap"] <= 0.07
+    assert d["ks_amount"] <= 0.08
+    assert d["ks_recency"] <= 0.04
     assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.22
     assert d["buyers_rel_err"] <= 0.02
 

@@ -68,6 +68,10 @@ MALFORMED = [
      'senior_declining all have share 0 (got None)'),
     ('acquisition_window_zero', 'population: {acquisition: {window_days: 0}}\n',
      'Error: {file}: population.acquisition.window_days: expected an integer in [1, 36500] (got 0)'),
+    ('acquisition_window_shape_zero', 'population: {acquisition: {window_days: 30, window_shape: 0}}\n',
+     'Error: {file}: population.acquisition.window_shape: expected a number in (0, 10] (got 0.0)'),
+    ('acquisition_window_shape_big', 'population: {acquisition: {window_days: 30, window_shape: 11}}\n',
+     'Error: {file}: population.acquisition.window_shape: expected a number in (0, 10] (got 11.0)'),
     ('acquisition_too_big', 'population: {acquisition: {share: 0.5}}\n',
      'Error: {file}: population.acquisition.share: expected at most population.segments.new_customer.share (0.15) (got 0.5)'),
 ]
