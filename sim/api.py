@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from sim.engine import Calibration, RunState, initial_state, run_periods
+from sim.engine import Calibration, RunState, ShardRunner, initial_state, local_runner, run_periods
 from sim.records import SCHEMAS, TABLES, month_tables
 from sim.scenario import Scenario, scenario_from_dict
 from sim.targets import calibrate
@@ -66,8 +66,8 @@ PRESETS: dict[str, DataConfig] = {
 }
 
 
-def simulate(scenario: Scenario, *, months: int | None = None,
-             calibration: Calibration | None = None) -> dict[str, pa.Table]:
+def simulate(scenario: Scenario, *, months: int | None = None, calibration: Calibration | None = None,
+             runner: ShardRunner = local_runner) -> dict[str, pa.Table]:
     """Run a scenario in memory and return the four tables.
 
     Args:
@@ -76,11 +76,12 @@ def simulate(scenario: Scenario, *, months: int | None = None,
         calibration: scales to use instead of calibrating to the scenario's targets; pass the
             original run's (``sim.targets.calibrate(original)``) to a counterfactual twin so the
             two share every random number.
+        runner: how shards run (:func:`sim.parallel.make_runner`); the tables do not depend on it.
     """
     state: RunState = initial_state(scenario, calibration or calibrate(scenario))
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     before = state
-    for after, period, shard_months in run_periods(state, months):
+    for after, period, shard_months in run_periods(state, months, runner=runner):
         for name, table in month_tables(before, period, shard_months).items():
             parts[name].append(table)
         before = after

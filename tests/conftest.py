@@ -54,3 +54,25 @@ def drift_lake(tmp_path_factory):
 def experiment_lake(tmp_path_factory):
     """As ``analysis_lake`` with a retention experiment assigned on 2024-06-02."""
     return build_analysis_lake(ANALYSIS_EXPERIMENT, tmp_path_factory.mktemp("experiment_lake"))
+
+
+# --------------------------------------------------------------------------- comparing runs
+
+
+def _rows_in_order(t):
+    import pyarrow as pa
+
+    return t.sort_by([(c, "ascending") for c in t.column_names if not pa.types.is_floating(t.schema.field(c).type)])
+
+
+@pytest.fixture
+def assert_same_tables():
+    """Check two runs' four tables hold the same rows (order aside) and none is empty."""
+    from sim.records import TABLES
+
+    def check(got, want) -> None:
+        for name in TABLES:
+            assert got[name].num_rows > 0, name
+            assert _rows_in_order(got[name]).equals(_rows_in_order(want[name])), name
+
+    return check

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from sim.engine import initial_state, local_runner, run_periods
+from sim.api import simulate
+from sim.engine import initial_state, local_runner
 from sim.parallel import ProcessRunner, make_runner
-from sim.records import TABLES, month_tables
+from sim.records import TABLES
 from sim.scenario import Scenario, scenario_from_dict
 from sim.targets import calibrate
 
@@ -25,29 +26,15 @@ def scenario() -> Scenario:
     return scenario_from_dict(SMALL)
 
 
-def tables_with(s: Scenario, runner) -> dict[str, pa.Table]:
-    before = initial_state(s, calibrate(s))
-    parts: dict[str, list[pa.Table]] = {n: [] for n in TABLES}
-    for state, period, months in run_periods(before, runner=runner):
-        for name, t in month_tables(before, period, months).items():
-            parts[name].append(t)
-        before = state
-    return {n: pa.concat_tables(v) for n, v in parts.items()}
 
 
-def sort(t: pa.Table) -> pa.Table:
-    return t.sort_by([(c, "ascending") for c in t.column_names if not pa.types.is_floating(t.schema.field(c).type)])
 
 
 @pytest.fixture(scope="module")
 def reference(scenario: Scenario) -> dict[str, pa.Table]:
-    return tables_with(scenario, local_runner)
+    return simulate(scenario)
 
 
-def assert_same(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
-    for name in TABLES:
-        assert got[name].num_rows > 0 or name == "raw_customers"
-        assert sort(got[name]).equals(sort(want[name])), name
 
 
 def test_one_worker_is_local_runner() -> None:
@@ -55,16 +42,16 @@ def test_one_worker_is_local_runner() -> None:
 
 
 @pytest.mark.parametrize("workers", [2, 8])
-def test_workers_give_identical_tables(scenario: Scenario, reference: dict[str, pa.Table], workers: int) -> None:
+def test_workers_give_identical_tables(assert_same_tables, scenario: Scenario, reference: dict[str, pa.Table], workers: int) -> None:
     with ProcessRunner(workers) as runner:
-        assert_same(tables_with(scenario, runner), reference)
+        assert_same_tables(simulate(scenario, runner=runner), reference)
 
 
-def test_shard_order_does_not_matter(scenario: Scenario, reference: dict[str, pa.Table]) -> None:
+def test_shard_order_does_not_matter(assert_same_tables, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
     def backwards(state, period, plan):
         return reversed(list(local_runner(state, period, dict(reversed(list(plan.items()))))))
 
-    assert_same(tables_with(scenario, backwards), reference)
+    assert_same_tables(simulate(scenario, runner=backwards), reference)
 
 
 def test_retried_month_ships_state_again(scenario: Scenario) -> None:
@@ -83,13 +70,13 @@ def test_retried_month_ships_state_again(scenario: Scenario) -> None:
         np.testing.assert_array_equal(a.shards[k].last, ref.shards[k].last)
 
 
-def test_store_run_through_workers(tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
+def test_store_run_through_workers(assert_same_tables, tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
     from analysis.lake import read_table
     from sim import store
 
     with make_runner(workers=2) as runner:
         store.run(scenario, tmp_path / "lake", runner=runner)
-    assert_same({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
+    assert_same_tables({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
 
 
 def test_bench_cli_small_json() -> None:

@@ -7,32 +7,18 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sim.engine import initial_state, local_runner, run_periods
-from sim.records import TABLES, month_tables
+from sim.api import simulate
+from sim.records import TABLES
 from sim.scenario import Scenario, scenario_from_dict
-from sim.targets import calibrate
 
 SMALL = {"name": "spark", "seed": 5, "calendar": {"start_date": "2024-01-01", "months": 4},
          "population": {"size": 3000, "shard_size": 500}}
 
 
-def tables_with(s: Scenario, runner) -> dict[str, pa.Table]:
-    before = initial_state(s, calibrate(s))
-    parts: dict[str, list[pa.Table]] = {n: [] for n in TABLES}
-    for state, period, months in run_periods(before, runner=runner):
-        for name, t in month_tables(before, period, months).items():
-            parts[name].append(t)
-        before = state
-    return {n: pa.concat_tables(v) for n, v in parts.items()}
 
 
-def sort(t: pa.Table) -> pa.Table:
-    return t.sort_by([(c, "ascending") for c in t.column_names if not pa.types.is_floating(t.schema.field(c).type)])
 
 
-def assert_same(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
-    for name in TABLES:
-        assert sort(got[name]).equals(sort(want[name])), name
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +37,7 @@ def scenario() -> Scenario:
 
 @pytest.fixture(scope="module")
 def reference(scenario: Scenario) -> dict[str, pa.Table]:
-    return tables_with(scenario, local_runner)
+    return simulate(scenario)
 
 
 def test_pack_round_trip() -> None:
@@ -67,12 +53,12 @@ def test_pack_round_trip() -> None:
         np.testing.assert_array_equal(back[k], v)
 
 
-def test_spark_lake_matches_local(spark, scenario: Scenario, reference: dict[str, pa.Table], tmp_path: Path) -> None:
+def test_spark_lake_matches_local(assert_same_tables, spark, scenario: Scenario, reference: dict[str, pa.Table], tmp_path: Path) -> None:
     from analysis.lake import read_table
     from sim.spark import run_spark
 
     run_spark(spark, scenario, tmp_path / "lake")
-    assert_same({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
+    assert_same_tables({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
 
 
 def test_month_dataframes(spark, reference: dict[str, pa.Table]) -> None:

@@ -39,16 +39,25 @@ def _summary(state, seconds: float, rows: int) -> dict:
             "transactions": state.next_transaction_id - 1, "rows_written": rows, "seconds": round(seconds, 3)}
 
 
-def _runner(workers: int | None, engine: str):
-    from sim.parallel import make_runner
+def _drive(ctx, months: int, as_json: bool, workers: int | None, engine: str, call) -> dict | None:
+    """Run ``call(runner, progress)`` with a progress bar and a runner that is always closed.
 
-    return make_runner(workers=workers, engine=engine)
+    Returns the summary to print (``None`` when quiet); with ``--json`` it is printed here.
+    """
+    from sim.parallel import close_runner, make_runner
 
-
-def close_runner(runner) -> None:
-    from sim.parallel import close_runner as close
-
-    close(runner)
+    bar = _Progress(months, quiet=ctx.obj["quiet"] or as_json)
+    t0 = time.perf_counter()
+    runner = make_runner(workers=workers, engine=engine)
+    try:
+        state = call(runner, bar)
+    finally:
+        bar.close()
+        close_runner(runner)
+    summary = _summary(state, time.perf_counter() - t0, bar.rows)
+    if as_json:
+        echo_json(summary)
+    return None if ctx.obj["quiet"] and not as_json else summary
 
 
 def _engine_options(fn):
@@ -89,18 +98,10 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
         overrides = (*overrides, f"corruption.rate={corrupt}")
     s = load(scenario, overrides, env)
     total = months or len(horizon_periods(s.calendar))
-    bar = _Progress(total, quiet=ctx.obj["quiet"] or as_json)
-    t0 = time.perf_counter()
-    runner = _runner(workers, engine)
-    try:
-        state = store.run(s, lake, months=months, overwrite=overwrite, runner=runner, progress=bar)
-    finally:
-        bar.close()
-        close_runner(runner)
-    summary = _summary(state, time.perf_counter() - t0, bar.rows)
-    if as_json:
-        echo_json(summary)
-    elif not ctx.obj["quiet"]:
+    summary = _drive(ctx, total, as_json, workers, engine,
+                     lambda runner, bar: store.run(s, lake, months=months, overwrite=overwrite, runner=runner,
+                                                   progress=bar))
+    if summary and not as_json:
         click.echo(f"{lake}: {summary['customers']:,} customers, {summary['transactions']:,} transactions "
                    f"through {summary['through']} ({summary['seconds']:.1f} s)")
 
@@ -127,18 +128,9 @@ def append(ctx, lake, months, scenario, as_json, overrides, env, workers, engine
     from sim import store
 
     s = load(scenario, overrides, env) if scenario else None
-    bar = _Progress(months, quiet=ctx.obj["quiet"] or as_json)
-    t0 = time.perf_counter()
-    runner = _runner(workers, engine)
-    try:
-        state = store.append(lake, months=months, scenario=s, runner=runner, progress=bar)
-    finally:
-        bar.close()
-        close_runner(runner)
-    summary = _summary(state, time.perf_counter() - t0, bar.rows)
-    if as_json:
-        echo_json(summary)
-    elif not ctx.obj["quiet"]:
+    summary = _drive(ctx, months, as_json, workers, engine,
+                     lambda runner, bar: store.append(lake, months=months, scenario=s, runner=runner, progress=bar))
+    if summary and not as_json:
         click.echo(f"{lake}: now through {summary['through']}: {summary['customers']:,} customers, "
                    f"{summary['transactions']:,} transactions ({summary['seconds']:.1f} s)")
 
