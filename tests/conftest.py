@@ -58,6 +58,25 @@ def experiment_lake(tmp_path_factory):
 
 # --------------------------------------------------------------------------- comparing runs
 
+# Several shards (shard_size 500) so workers, shard order and Spark tasks have something to split.
+SHARDED: dict = {"name": "sharded", "seed": 5, "calendar": {"start_date": "2024-01-01", "months": 4},
+                 "population": {"size": 3000, "shard_size": 500}}
+
+
+@pytest.fixture(scope="session")
+def scenario():
+    from sim.scenario import scenario_from_dict
+
+    return scenario_from_dict(SHARDED)
+
+
+@pytest.fixture(scope="session")
+def reference(scenario):
+    """The sharded scenario's tables from the in-process runner: what every engine must match."""
+    from sim.api import simulate
+
+    return simulate(scenario)
+
 
 def _rows_in_order(t):
     import pyarrow as pa

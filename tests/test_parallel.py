@@ -17,25 +17,6 @@ from sim.records import TABLES
 from sim.scenario import Scenario, scenario_from_dict
 from sim.targets import calibrate
 
-SMALL = {"name": "parallel", "seed": 5, "calendar": {"start_date": "2024-01-01", "months": 4},
-         "population": {"size": 3000, "shard_size": 500}}
-
-
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return scenario_from_dict(SMALL)
-
-
-
-
-
-
-@pytest.fixture(scope="module")
-def reference(scenario: Scenario) -> dict[str, pa.Table]:
-    return simulate(scenario)
-
-
-
 
 def test_one_worker_is_local_runner() -> None:
     assert make_runner(workers=1) is local_runner
@@ -99,7 +80,7 @@ def test_speculative_month_is_used_only_when_it_matches(scenario: Scenario) -> N
 
     from sim.engine import step
 
-    drifted = scenario_from_dict({**SMALL, "drifts": [{"name": "up", "parameter": "spend_median",
+    drifted = scenario_from_dict({**scenario.to_dict(), "drifts": [{"name": "up", "parameter": "spend_median",
                                                        "start": "2024-01-01", "multiplier": 1.5}]})
     s0 = initial_state(scenario, calibrate(scenario))
     with ProcessRunner(2) as runner:

@@ -7,18 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sim.api import simulate
 from sim.records import TABLES
-from sim.scenario import Scenario, scenario_from_dict
-
-SMALL = {"name": "spark", "seed": 5, "calendar": {"start_date": "2024-01-01", "months": 4},
-         "population": {"size": 3000, "shard_size": 500}}
-
-
-
-
-
-
+from sim.scenario import Scenario
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +18,6 @@ def spark():
     session = local_session(cores=2)
     yield session
     session.stop()
-
-
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return scenario_from_dict(SMALL)
-
-
-@pytest.fixture(scope="module")
-def reference(scenario: Scenario) -> dict[str, pa.Table]:
-    return simulate(scenario)
 
 
 def test_pack_round_trip() -> None:
