@@ -76,6 +76,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "purchase_rate": FREQUENCY_FEATURES | FREQUENCY_METRICS,
     "decay_per_year": FREQUENCY_FEATURES | FREQUENCY_METRICS,
     "dropout_hazard": frozenset(),
+    "dropout_per_purchase": frozenset(),
     "acquisition_mix": frozenset(),
 }
 

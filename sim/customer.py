@@ -5,7 +5,8 @@ Between two events that can change intensity (an intervention, a drift step, the
 own graduation) nothing does, so a customer's purchases in that span are drawn in one wake-up
 (event skipping), for all customers of a shard at once. Purchases follow a non-homogeneous
 Poisson process (thinning against a bound); dropout is a competing hazard that grows with
-recency and restarts at each purchase; a customer who drops out buys no more.
+recency and restarts at each purchase, and, where a segment sets it, a chance of leaving right
+after each repeat purchase (BG/NBD's dropout); a customer who drops out buys no more.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class Rates:
     app_share: np.ndarray
     store_share: np.ndarray
     recency_scale: float
+    dropout_per_purchase: np.ndarray | None = None  # chance of leaving after each repeat purchase (mean)
+    dropout_concentration: float | None = None  # Beta concentration of that chance across customers
 
 
 @dataclass
@@ -201,11 +204,16 @@ def advance(
     if hit.any():
         hs = np.flatnonzero(hit)
         firsts = hs[np.r_[True, s_cust[hs][1:] != s_cust[hs][:-1]]]
-        c = s_cust[firsts]
-        drop_t[c] = s_anchor[firsts] + _hazard_inverse(h0[firsts] + e[firsts], hz[firsts], tau)
-        kept = ~(pt >= drop_t[pi])  # NaN compares False: customers who stay keep everything
+        drop_t[s_cust[firsts]] = s_anchor[firsts] + _hazard_inverse(h0[firsts] + e[firsts], hz[firsts], tau)
+    leave_t = _leave_after_purchase(agents, idx, pi, pt, pk, seg, rates, m_haz, cid, seed=seed, period=period,
+                                    block=block)
+    if hit.any() or leave_t is not None:
+        # NaN compares False: customers who stay keep everything; one who leaves keeps that purchase.
+        kept = ~(pt >= drop_t[pi]) if leave_t is None else ~(pt >= drop_t[pi]) & ~(pt > leave_t[pi])
         pi, pt, pk = pi[kept], pt[kept], pk[kept]
-        gone = c
+        if leave_t is not None:
+            drop_t = np.fmin(drop_t, leave_t)
+        gone = np.flatnonzero(~np.isnan(drop_t))
     if len(pi):
         ends = np.r_[pi[1:] != pi[:-1], True]
         agents.last[idx[pi[ends]]] = pt[ends]
@@ -221,6 +229,35 @@ def advance(
     ucat = keyed.uniform(seed, "category", pc, period, block, pk)
     category = np.minimum(np.searchsorted(_CATEGORY_CDF, ucat), len(_CATEGORY_CDF) - 1).astype(np.int8)
     return Purchases(pc, pt, amount, ps.astype(np.int8), channel, category), idx[gone], drop_t[gone]
+
+
+def _leave_after_purchase(agents: Agents, idx: np.ndarray, pi: np.ndarray, pt: np.ndarray, pk: np.ndarray,
+                          seg: np.ndarray, rates: Rates, m_haz: np.ndarray, cid: np.ndarray, *, seed: int,
+                          period: int, block: int) -> np.ndarray | None:
+    """Per customer (of ``idx``): the time of the repeat purchase after which it leaves (NaN: none).
+
+    ``None`` when no segment sets ``dropout_per_purchase``, so scenarios without it draw nothing more.
+    A customer's chance is its Beta quantile at one keyed uniform of its own, so it keeps its rank
+    among customers whatever scales the mean (targets, drifts, interventions).
+    """
+    if rates.dropout_per_purchase is None or not rates.dropout_per_purchase.any():
+        return None
+    mean = np.minimum(rates.dropout_per_purchase[seg] * m_haz, 1.0)
+    chance = mean[pi]
+    if rates.dropout_concentration is not None:
+        from scipy.special import betaincinv
+
+        c, m = rates.dropout_concentration, np.clip(chance, 1e-12, 1.0 - 1e-12)
+        chance = np.where(chance > 0, betaincinv(c * m, c * (1.0 - m), keyed.uniform(seed, "leave_rank", cid[pi])), 0.0)
+    # BG/NBD's timing: the first purchase ever cannot be followed by leaving, only repeats can.
+    first_ever = np.r_[True, pi[1:] != pi[:-1]] & np.isnan(agents.last[idx][pi]) if len(pi) else np.empty(0, bool)
+    go = ~first_ever & (keyed.uniform(seed, "leave", cid[pi], period, block, pk) < chance)
+    leave_t = np.full(len(idx), np.nan)
+    hs = np.flatnonzero(go)
+    if hs.size:
+        firsts = hs[np.r_[True, pi[hs][1:] != pi[hs][:-1]]]
+        leave_t[pi[firsts]] = pt[firsts]
+    return leave_t
 
 
 def customer(env: simpy.Environment, agents: Agents, i: int, events: list[tuple[float, str]]) -> Iterator[simpy.Event]:

@@ -248,6 +248,8 @@ def _rates(s: Scenario, c: Calibration, t: float) -> Rates:
         spend_median=col("spend_median"),
         spend_sigma=col("spend_sigma"),
         dropout_hazard=col("dropout_hazard", c.hazard_scale),
+        dropout_per_purchase=np.minimum(col("dropout_per_purchase", c.hazard_scale), 1.0),
+        dropout_concentration=s.population.heterogeneity.dropout_concentration,
         regularity=col("regularity"),
         app_share=col("app_share"),
         store_share=col("store_share"),

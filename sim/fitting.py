@@ -350,6 +350,8 @@ class _Params:
     graduation_days: float
     window_days: int | None = None  # set: a single cohort acquired over this many days, first purchase at signup
     window_shape: float = 1.0  # the cohort's acquisition.window_shape
+    leave: float = 0.0  # dropout_per_purchase (every segment)
+    leave_concentration: float | None = None  # heterogeneity.dropout_concentration
 
 
 def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, source: str) -> Scenario:
@@ -363,6 +365,7 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
     segs = {
         k: {"share": shares[k], "purchase_rate": round(max(p.rate[k], 1e-5), 6),
             "decay_per_year": round(p.decay, 4), "dropout_hazard": round(min(max(p.hazard[k], 0.0), 1.0), 7),
+            "dropout_per_purchase": round(min(max(p.leave, 0.0), 1.0), 6),
             "regularity": round(min(max(p.regularity[k], 1.0), 100.0), 3),
             "spend_median": round(min(max(p.spend_median[k], 0.01), 5000.0), 2),
             "spend_sigma": round(min(max(p.spend_sigma[k], 0.0), 3.0), 4)}
@@ -379,7 +382,9 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
             "size": int(p.size), "shard_size": max(50_000, int(p.size)),
             "segments": segs,
             "heterogeneity": {"shape": round(min(max(p.het_shape, 0.1), 1000.0), 4), "spend_correlation": 0.0,
-                              "spend_sigma": round(min(max(p.het_spend_sigma, 0.0), 3.0), 4)},
+                              "spend_sigma": round(min(max(p.het_spend_sigma, 0.0), 3.0), 4),
+                              "dropout_concentration": None if p.leave_concentration is None
+                              else round(min(max(p.leave_concentration, 1e-3), 1e6), 4)},
             "acquisition": _acquisition(p, acq),
         },
         "notes": {
@@ -394,7 +399,7 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
 
 
 def _acquisition(p: _Params, share: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"share": share, "graduation_days": p.graduation_days}
+    out: dict[str, Any] = {"share": share, "graduation_days": round(p.graduation_days, 1)}
     if p.window_days is not None:
         out.update(window_days=int(p.window_days), window_shape=p.window_shape, first_purchase_at_signup=True,
                    mix={"young_active": 0.0, "mid_stable": 1.0, "senior_declining": 0.0})
@@ -410,13 +415,14 @@ def _is_cohort(f: _Features, *, start: int, days: int) -> bool:
     return float(np.percentile(f.first - start, 95)) < _COHORT_SPAN * days
 
 
-def _cohort_initial(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: int, end: int,
-                    days: int) -> _Params:
+def _cohort_starts(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: int, end: int,
+                   days: int) -> list[_Params]:
     """Everyone acquired in the opening window, buying at signup; rates from a BG/NBD fit.
 
-    The engine's purchasing (Poisson at a gamma-distributed rate) is BG/NBD's, so its r and
-    alpha give heterogeneity and rate; its dropout (probability p = a / (a + b) after each
-    purchase) becomes a hazard of about p per mean gap.
+    The engine can be BG/NBD exactly: purchasing is Poisson at a gamma-distributed rate (r and
+    alpha give heterogeneity and rate) and ``dropout_per_purchase`` with a Beta concentration is
+    its dropout (Beta(a, b) chance of leaving after each repeat purchase). Without lifetimes, the
+    repeat rate and a recency hazard start the search instead.
     """
     from sim.fit_report import _bgnbd
 
@@ -424,10 +430,10 @@ def _cohort_initial(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: i
     bg = _bgnbd(occ, end)
     exposure = end - f.first + 1.0
     rate = max(float((f.n - 1).sum() / exposure.sum()), 1.0 / days)
-    shape, hazard = 1.0, 0.2 * rate
-    if bg is not None and bg["alpha"] > 0 and bg["r"] > 0:
+    shape, hazard, leave, concentration = 1.0, 0.2 * rate, 0.0, None
+    if bg is not None and min(bg.values()) > 0:
         shape, rate = bg["r"], bg["r"] / bg["alpha"]
-        hazard = bg["a"] / (bg["a"] + bg["b"]) * rate
+        hazard, leave, concentration = 0.0, bg["a"] / (bg["a"] + bg["b"]), bg["a"] + bg["b"]
     within = float(np.nanmean(f.var_log)) if np.isfinite(f.var_log).any() else 0.25
     between = max(real.between_sd**2 - within / 2, 0.0)
     mu, sd = _lognormal_by_ks(occ["amount"].to_numpy(float))
@@ -435,13 +441,20 @@ def _cohort_initial(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: i
     k = sd / math.sqrt(max(within + between, 1e-9))
     med, within, between = math.exp(mu), within * k * k, between * k * k
     weekly = np.maximum(real.weekday * 7, 0.05)
-    return _Params(size=real.n, shares={k: float(k == "new_customer") for k in SEGMENTS}, acquisition=1.0,
+    p = _Params(size=real.n, shares={k: float(k == "new_customer") for k in SEGMENTS}, acquisition=1.0,
                    rate=dict.fromkeys(SEGMENTS, rate), decay=0.0, hazard=dict.fromkeys(SEGMENTS, hazard),
                    regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
                    spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,
                    het_spend_sigma=math.sqrt(between),
                    weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window,
-                   window_shape=_window_shape(f.first - start, window))
+                   window_shape=_window_shape(f.first - start, window), leave=leave,
+                   leave_concentration=concentration)
+    if leave == 0:
+        return [p]
+    by_recency = copy.deepcopy(p)
+    by_recency.hazard = dict.fromkeys(SEGMENTS, leave * rate)  # about BG/NBD's chance per mean gap
+    by_recency.leave, by_recency.leave_concentration = 0.0, None
+    return [p, by_recency]
 
 
 def _window_shape(first: np.ndarray, window: int) -> float:
@@ -707,24 +720,33 @@ def calibrate(
         return _moments(sim_occ, sf, seg, start=start, end=end, warmup=warmup), seg(sf), sim_occ, sim_cust
 
     if _is_cohort(f, start=start, days=days):
-        p = _cohort_initial(occ, f, real, start=start, end=end, days=days)
+        # One segment, no per-segment rounds: the search starts from each way of dropping out (after
+        # purchases as in BG/NBD, or by recency), with twice the budget, and the better fit wins.
+        starts = _cohort_starts(occ, f, real, start=start, end=end, days=days)
         log.info("cohort log: acquisition window %d days (shape %.3f), first purchase at signup",
-                 p.window_days, p.window_shape)
-        # One segment and no per-segment rounds: the simulations those would take go to the search.
-        iterations, search = 0, 2 * search
-    min_rate = 1.0 / days
-    for _ in range(iterations):
-        got = moments_of(p)
-        if got is None:
-            p.rate = {k: v * 3 for k, v in p.rate.items()}
-            continue
-        sim, labels, sim_occ, sim_cust = got
-        _update(p, real, sim, half_years=days / 2 / 365.0)
-        _rate_hazard_step(p, real, moments_of, min_rate=min_rate)
-        _reweigh(p, real, _confusion(sim_cust, np.sort(sim_occ["customer_id"].unique()), labels), cap=_MAX_SIZE_FACTOR)
-    evaluate(p)
-    if search:
-        _global_search(min(runs, key=lambda r: r[0])[1], lambda q: evaluate(q)[0], budget=search)
+                 starts[0].window_days, starts[0].window_shape)
+        exposure = float(np.mean(end - f.first + 1.0))
+        for q in starts:
+            if search:
+                q = _early_phase(q, lambda x: evaluate(x)[0], exposure=exposure, days=days)
+                _global_search(q, lambda x: evaluate(x)[0], budget=2 * search)
+            else:
+                evaluate(q)
+    else:
+        min_rate = 1.0 / days
+        for _ in range(iterations):
+            got = moments_of(p)
+            if got is None:
+                p.rate = {k: v * 3 for k, v in p.rate.items()}
+                continue
+            sim, labels, sim_occ, sim_cust = got
+            _update(p, real, sim, half_years=days / 2 / 365.0)
+            _rate_hazard_step(p, real, moments_of, min_rate=min_rate)
+            _reweigh(p, real, _confusion(sim_cust, np.sort(sim_occ["customer_id"].unique()), labels),
+                     cap=_MAX_SIZE_FACTOR)
+        evaluate(p)
+        if search:
+            _global_search(min(runs, key=lambda r: r[0])[1], lambda q: evaluate(q)[0], budget=search)
     if not runs or math.isinf(min(r[0] for r in runs)):
         raise ScenarioError(f"{src}: calibration failed: no candidate scenario produced purchases")
     best = min(runs, key=lambda r: r[0])[1]
@@ -732,22 +754,52 @@ def calibrate(
 
 
 def _scaled(p: _Params, x: np.ndarray) -> _Params:
+    """``p`` with common log scales ``x``: rate, dropout, heterogeneity shape, then decay (steady
+    state) or the cohort's early phase (its rate multiple and length)."""
     q = copy.deepcopy(p)
     q.rate = {k: v * math.exp(x[0]) for k, v in p.rate.items()}
     q.hazard = {k: min(v * math.exp(x[1]), 1.0) for k, v in p.hazard.items()}
+    q.leave = min(p.leave * math.exp(x[1]), 1.0)
     q.het_shape = p.het_shape * math.exp(x[2])
-    q.decay = min(max(p.decay + x[3], 0.0), 20.0)
+    if p.window_days is None:
+        q.decay = min(max(p.decay + x[3], 0.0), 20.0)
+    else:
+        q.rate["new_customer"] *= math.exp(x[3])
+        q.graduation_days = min(max(p.graduation_days * math.exp(x[4]), 14.0), _NEVER_GRADUATE)
     return q
 
 
 def _global_search(p: _Params, objective: Callable[[_Params], float], *, budget: int) -> None:
-    """Nelder-Mead on common scales of rate, hazard, heterogeneity shape and decay.
+    """Nelder-Mead on the common scales of :func:`_scaled`.
 
     The per-segment fixed point matches each segment's own moments; when the model cannot match
     them all at once (a real log is not a simulation), this trades them off on the distances.
     """
     from scipy.optimize import minimize
 
-    minimize(lambda x: objective(_scaled(p, x)), np.zeros(4), method="Nelder-Mead",
-             options={"maxfev": budget, "initial_simplex": np.vstack([np.zeros(4), 0.5 * np.eye(4)]),
+    dims = 4 if p.window_days is None else 5
+    minimize(lambda x: objective(_scaled(p, x)), np.zeros(dims), method="Nelder-Mead",
+             options={"maxfev": budget, "initial_simplex": np.vstack([np.zeros(dims), 0.5 * np.eye(dims)]),
                       "xatol": 0.02, "fatol": 0.002})
+
+
+def _early_phase(p: _Params, objective: Callable[[_Params], float], *, exposure: float, days: int) -> _Params:
+    """The best early phase for a cohort on a coarse grid: buying at a multiple of the later rate
+    for the first weeks after signup (as new_customer, then graduating to mid_stable).
+
+    New customers often buy most right after their first purchase. BG/NBD has no such phase, and
+    without it the cumulative repeat curve runs low in the first weeks and high later. Each point
+    keeps the expected repeats over the mean exposure, so the grid compares shapes, not volumes.
+    """
+    best, best_score = p, objective(p)
+    for boost in (1.5, 2.0, 3.0):
+        for weeks in (4, 8, 16):
+            g = min(7.0 * weeks, days / 2)
+            q = copy.deepcopy(p)
+            later = p.rate["mid_stable"] * exposure / (boost * g + max(exposure - g, 0.0))
+            q.rate = dict.fromkeys(SEGMENTS, later)
+            q.rate["new_customer"], q.graduation_days = boost * later, g
+            score = objective(q)
+            if score < best_score:
+                best, best_score = q, score
+    return best

@@ -20,7 +20,8 @@ _S30, _S27, _S31, _S11 = (np.uint64(s) for s in (30, 27, 31, 11))
 # Stream tags: one per kind of draw, so no two draws share a key.
 STREAMS = {
     "gap": 1, "accept": 2, "dropout": 3, "amount_a": 4, "amount_b": 5, "channel": 6,
-    "category": 7, "hour": 8, "arrival": 9, "assign": 10, "identity": 11, "corrupt": 12,
+    "category": 7, "hour": 8, "arrival": 9, "assign": 10, "identity": 11, "corrupt": 12, "leave": 13,
+    "leave_rank": 14,
 }
 
 

@@ -63,6 +63,8 @@ class Segment:
     spend_median: float = field(default=50.0, metadata=_rng(0, 5000, open_lo=True))
     spend_sigma: float = field(default=0.6, metadata=_rng(0, 3))
     dropout_hazard: float = field(default=0.001, metadata=_rng(0, 1))
+    # BG/NBD-style dropout: the chance of leaving right after each repeat purchase (mean over customers).
+    dropout_per_purchase: float = field(default=0.0, metadata=_rng(0, 1))
     regularity: float = field(default=1.0, metadata=_rng(1, 100))
     app_share: float = field(default=0.3, metadata=_rng(0, 1))
     store_share: float = field(default=0.3, metadata=_rng(0, 1))
@@ -75,6 +77,8 @@ class Heterogeneity:
     shape: float = field(default=6.0, metadata=_rng(0.1, 1000))
     spend_correlation: float = field(default=0.3, metadata=_rng(-2, 2))
     spend_sigma: float = field(default=0.35, metadata=_rng(0, 3))
+    # Customers' dropout_per_purchase ~ Beta(c * mean, c * (1 - mean)); unset: the segment's mean for all.
+    dropout_concentration: float | None = field(default=None, metadata=_rng(0, 1e6, open_lo=True))
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ class Intervention:
 class Drift:
     name: str
     parameter: Literal[
-        "spend_median", "purchase_rate", "decay_per_year", "dropout_hazard", "acquisition_mix"
+        "spend_median", "purchase_rate", "decay_per_year", "dropout_hazard", "dropout_per_purchase",
+        "acquisition_mix",
     ]
     start: dt.date
     segment: str | None = None

@@ -1,5 +1,7 @@
 """Shared test fixtures: small scenarios and the lakes built from them."""
 
+import copy
+
 import pytest
 
 # --------------------------------------------------------------------------- analysis lakes (issue 6)
@@ -95,3 +97,25 @@ def assert_same_tables():
             assert _rows_in_order(got[name]).equals(_rows_in_order(want[name])), name
 
     return check
+
+
+@pytest.fixture
+def bg_cohort() -> dict:
+    """A scenario that is BG/NBD: one cohort acquired over 4 weeks, buying at signup, then Poisson at a
+    gamma-distributed rate (r 0.5, alpha 25 days) and leaving after each repeat purchase with a
+    Beta(0.6, 2.4) chance (mean 0.2, concentration 3). A fresh copy per test."""
+    return copy.deepcopy(_BG_COHORT)
+
+
+_BG_COHORT = {
+    "name": "bg", "seed": 5, "calendar": {"start_date": "2024-01-01", "days": 546},
+    "seasonality": {"weekly": [1, 1, 1, 1, 1, 1, 1], "yearly_amplitude": 0.0},
+    "population": {
+        "size": 4000, "heterogeneity": {"shape": 0.5, "dropout_concentration": 3.0},
+        "acquisition": {"share": 1.0, "window_days": 28, "first_purchase_at_signup": True, "graduation_days": 3650,
+                        "mix": {"young_active": 0.0, "mid_stable": 1.0, "senior_declining": 0.0}},
+        "segments": {"young_active": {"share": 0.0}, "mid_stable": {"share": 0.0}, "senior_declining": {"share": 0.0},
+                     "new_customer": {"share": 1.0, "purchase_rate": 0.02, "dropout_hazard": 0.0,
+                                      "dropout_per_purchase": 0.2, "decay_per_year": 0.0, "regularity": 1.0}},
+    },
+}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import simpy
 
 import sim.engine as engine
 from sim import scenario_from_dict
+from sim.api import simulate
 from sim.customer import Agents, customer
+from sim.fit_report import _bgnbd
 from sim.segments import NEW_CUSTOMER, SEGMENTS
 
 
@@ -50,3 +53,37 @@ def test_processes_follow_lifecycle_events_not_customers(monkeypatch):
     assert kinds.count("dropout") == dropped
     assert 0 < len(made) < 2000  # a process per customer whose lifecycle changed, not per customer
     assert kinds.count("graduate") > 0 and graduated > 0
+
+
+def _occasions(tables) -> pd.DataFrame:
+    tx = tables["raw_transactions"]
+    return pd.DataFrame({"customer_id": tx["customer_id"].to_numpy(),
+                         "day": tx["transaction_date"].cast("int32").to_numpy().astype(np.int64)}).drop_duplicates()
+
+
+def test_leaving_after_purchases_is_bgnbd(bg_cohort):
+    # Truth r 0.5, alpha 0.5 / 0.02 = 25 days, a 0.6, b 2.4 (mean chance 0.2, concentration 3).
+    # Measured (seed 5): r 0.513, alpha 26.6, a 0.581, b 2.43.
+    occ = _occasions(simulate(scenario_from_dict(bg_cohort)))
+    bg = _bgnbd(occ, int(occ["day"].max()))
+    assert abs(bg["r"] / 0.5 - 1) <= 0.15
+    assert abs(bg["r"] / bg["alpha"] / 0.02 - 1) <= 0.10
+    assert abs(bg["a"] / (bg["a"] + bg["b"]) - 0.2) <= 0.03
+    assert 2.0 <= bg["a"] + bg["b"] <= 4.5
+
+
+def test_a_certain_leave_allows_one_repeat_purchase(bg_cohort):
+    spec = bg_cohort
+    spec["population"].update(size=500, heterogeneity={"shape": 2.0})
+    spec["population"]["segments"]["new_customer"].update(dropout_per_purchase=1.0, purchase_rate=0.2)
+    tables = simulate(scenario_from_dict(spec))
+    per_customer = _occasions(tables).groupby("customer_id").size()
+    assert per_customer.max() == 2 and (per_customer == 2).mean() > 0.9  # signup, one repeat, gone
+    # Each leaves on the day of its repeat purchase: the last labels record that day as the dropout.
+    labels = tables["customer_labels"].to_pandas()
+    last = labels[labels["label_date"] == labels["label_date"].max()].set_index("customer_id")
+    left = per_customer.index[per_customer == 2]
+    repeat_day = _occasions(tables).groupby("customer_id")["day"].max().loc[left]
+    assert last.loc[left, "dropped_out"].all()
+    dropout_day = pd.to_datetime(last.loc[left, "dropout_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    assert (dropout_day == repeat_day.to_numpy()).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 
@@ -136,11 +137,12 @@ def test_cohort_log_is_simulated_as_one_cohort(cohort_trip):
 
 
 def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
-    # Measured (seed 1; a cohort log gets 2 x search = 40 search runs): window 56 days (exact), window
-    # shape 1.019 (uniform: 1), size 2000, rate 0.0250 (-17 %), hazard 0.0028 (-31 %), heterogeneity
-    # shape 0.50 (vs 0.6), decay 0: hazard and heterogeneity trade off on a one-year log. Distances:
-    # TVD 0.018, KS gaps 0.112, KS amounts 0.014, KS recency 0.030, cumulative repeats 4.5 % at worst
-    # past 5 % of the total.
+    # Measured (seed 1; a cohort log gets 40 search runs from each dropout mechanism): dropout by
+    # recency chosen (the truth's), window 56 days (exact), window shape 1.019 (uniform: 1), size
+    # 2000, rate 0.0256 (-15 %), hazard 0.0028 (-30 %), heterogeneity shape 0.50 (vs 0.6), no early
+    # phase: hazard and heterogeneity trade off on a one-year log. Distances: TVD 0.024, KS gaps
+    # 0.116 (the truth's gaps are gamma(3), the fit's Poisson), KS amounts 0.011, KS recency 0.022,
+    # cumulative repeats 7.2 % at worst past 5 % of the total.
     truth, fit, log = cohort_trip
     acq = fit.population.acquisition
     assert acq.first_purchase_at_signup and acq.share == 1.0
@@ -150,6 +152,7 @@ def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
     t, f = truth.population.segments["new_customer"], fit.population.segments["new_customer"]
     assert f.share == 1.0
     assert abs(f.purchase_rate / t.purchase_rate - 1) <= 0.25
+    assert f.dropout_per_purchase == 0.0 and fit.population.heterogeneity.dropout_concentration is None
     assert 0.5 <= f.dropout_hazard / t.dropout_hazard <= 1.5
     assert 0.3 <= fit.population.heterogeneity.shape <= 1.2
     occ = occasions(log, columns=COLUMNS)
@@ -165,8 +168,8 @@ def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
 def test_cohort_round_trip_recovers_a_front_loaded_window():
     # Measured (seed 1): the truth's first purchases follow the window's CDF (median day 13, 50.3 %
     # in the first 14 days; x ** (1 / 2) gives day 14 and 50 %); fitted window 56 days, shape 2.058
-    # (maximum likelihood on the first-purchase days), TVD 0.023, KS gaps 0.121, cumulative repeats
-    # 8.3 % at worst past 5 % of the total.
+    # (maximum likelihood on the first-purchase days), TVD 0.040, KS gaps 0.113, cumulative repeats
+    # 8.5 % at worst past 5 % of the total.
     truth = scenario_from_dict(COHORT_FRONT)
     log = _log_of(truth)
     days = (pd.to_datetime(log.groupby("cust")["dt"].min()) - pd.Timestamp("2024-01-01")).dt.days
@@ -182,6 +185,34 @@ def test_cohort_round_trip_recovers_a_front_loaded_window():
     d = distances(log_stats(occ, start=lo, end=hi), log_stats(sim_occ, start=lo, end=hi))
     assert d["tvd_repeat"] <= 0.05
     assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.12
+
+
+def test_bgnbd_cohort_round_trip_recovers_dropout_and_early_phase(bg_cohort):
+    # A BG/NBD cohort (see tests/test_customer.py) whose customers buy at twice the later rate for
+    # their first 45 days. Measured (seed 1): dropout after purchases chosen, early rate 0.0319
+    # (+6 %), later 0.0165 (+10 %), mean chance 0.225 (+12 %), concentration 2.97, heterogeneity
+    # shape 0.511, early phase 44.5 days; TVD 0.033, KS gaps 0.018, KS recency 0.020, cumulative
+    # repeats 2.9 % at worst past 5 % of the total (5.7-5.9 % with seeds 2 and 3).
+    spec = bg_cohort
+    spec["seed"], spec["population"]["size"] = 3, 2500
+    spec["population"]["acquisition"]["graduation_days"] = 45
+    segs = spec["population"]["segments"]
+    segs["new_customer"]["purchase_rate"] = 0.03
+    segs["mid_stable"] = {**segs["new_customer"], "share": 0.0, "purchase_rate": 0.015}
+    log = _log_of(scenario_from_dict(spec))
+    fit = calibrate(log, columns=COLUMNS, seed=1)
+    early, later = fit.population.segments["new_customer"], fit.population.segments["mid_stable"]
+    assert early.dropout_hazard == 0.0 and abs(early.dropout_per_purchase / 0.2 - 1) <= 0.2
+    assert abs(fit.population.heterogeneity.dropout_concentration / 3.0 - 1) <= 0.3
+    assert abs(fit.population.heterogeneity.shape / 0.5 - 1) <= 0.2
+    assert abs(early.purchase_rate / 0.03 - 1) <= 0.15 and abs(later.purchase_rate / 0.015 - 1) <= 0.15
+    assert abs(fit.population.acquisition.graduation_days - 45) <= 10
+    occ = occasions(log, columns=COLUMNS)
+    lo, hi = int(occ["day"].min()), int(occ["day"].max())
+    sim_occ, _ = simulated_log(fit)
+    d = distances(log_stats(occ, start=lo, end=hi), log_stats(sim_occ, start=lo, end=hi))
+    assert d["tvd_repeat"] <= 0.05 and d["ks_gap"] <= 0.05 and d["ks_recency"] <= 0.05
+    assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.08
 
 
 # --------------------------------------------------------------------------- CDNOW
@@ -202,22 +233,36 @@ def test_cdnow_fit_is_valid(cdnow, cdnow_report):
 
 def test_cdnow_distances(cdnow_report):
     # Measured with the defaults (CDNOW is detected as one cohort: window 84 days, window shape 0.913
-    # by maximum likelihood, first purchase at signup, BG/NBD start, 40 search runs): TVD 0.045, KS
-    # gaps 0.058, KS amounts 0.068, KS recency 0.025, cumulative repeat curve 21.7 % at worst once
-    # past 5 % of its total (24 % over all weeks), buyers exact. With a uniform window (shape 1):
-    # 0.043, 0.059, 0.070, 0.024, 19.6 %, 42 %. Before the cohort mode: 0.167, 0.136, 0.138, 0.394,
-    # 22 %, 36 %. CDNOW master (23,570 customers): shape 0.922, 0.017, 0.077, 0.072, 0.045, 15.1 %
-    # (uniform: 0.031, 0.060, 0.074, 0.043, 16.9 %). NOT met: the weekly curve within 10 %. CDNOW's
-    # first purchases are not front-loaded (weekly counts rise from 157 to about 215 in the sample);
-    # the gap is the simulated curve running 13-19 % above the real one from week 30 on.
+    # by maximum likelihood, first purchase at signup; dropout after purchases wins over dropout by
+    # recency; an early phase of 38 days at 1.9x the later rate): TVD 0.026, KS gaps 0.012, KS
+    # amounts 0.068, KS recency 0.022, cumulative repeat curve 4.8 % at worst once past 5 % of its
+    # total, buyers exact. Before this model (recency hazard, no early phase): 0.045, 0.058, 0.068,
+    # 0.025, 21.7 %; before the cohort mode: 0.167, 0.136, 0.138, 0.394, 22 %.
     _, report, _ = cdnow_report
     d = report["distances"]
-    assert d["tvd_repeat"] <= 0.05
-    assert d["ks_gap"] <= 0.07
+    assert d["tvd_repeat"] <= 0.04
+    assert d["ks_gap"] <= 0.04
     assert d["ks_amount"] <= 0.08
     assert d["ks_recency"] <= 0.04
-    assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.22
+    assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.08
     assert d["buyers_rel_err"] <= 0.02
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cdnow_fit_holds_for_other_seeds(cdnow, cdnow_report, seed):
+    # The fit's own seed is the one it was tuned on; fresh seeds show what a user gets. Measured
+    # (seeds 1-5): TVD 0.022-0.032, KS gaps 0.016-0.046, KS amounts 0.068-0.090, KS recency
+    # 0.020-0.030, cumulative curve 8.8-13.7 %: with 2,357 customers the curve's first weeks past
+    # 5 % hold about 100 repeat purchases, so a tenth of it is noise. CDNOW master (23,570) gives
+    # 6.3-8.5 % on the same seeds.
+    fit, _, _ = cdnow_report
+    occ = occasions(cdnow)
+    lo, hi = int(occ["day"].min()), int(occ["day"].max())
+    sim_occ, _ = simulated_log(dataclasses.replace(fit, seed=seed))
+    d = distances(log_stats(occ, start=lo, end=hi), log_stats(sim_occ, start=lo, end=hi))
+    assert d["tvd_repeat"] <= 0.05
+    assert max(d["ks_gap"], d["ks_amount"], d["ks_recency"]) <= 0.10
+    assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.16
 
 
 def test_cdnow_report_files(cdnow_report):
