@@ -29,13 +29,16 @@ def _parse_columns(text: str | None) -> dict[str, str] | None:
 @click.option("--columns", "columns", default=None, metavar="KEY=NAME,...",
               help="Map customer_id, date, amount to the log's columns, e.g. customer_id=cust,date=dt,amount=value.")
 @click.option("--segments", type=click.IntRange(1, 4), default=4, show_default=True, help="Segments to find.")
+@click.option("--model", type=click.Choice(["auto", "steady", "acquired"]), default="auto", show_default=True,
+              help="steady: a customer base in segments plus acquisitions; acquired: every customer acquired "
+                   "in the window at its first purchase (a cohort); auto: the better fit.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the fit and of the scenario.")
 @click.option("--report", "report", default=None, type=click.Path(file_okay=False),
               help="Also write fit_report.{md,json,png} comparing the log with a simulation of the fit.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary (and the report's distances) as JSON.")
 @click.pass_context
 @handle_errors
-def calibrate(ctx, log_path, out, columns, segments, seed, report, as_json):
+def calibrate(ctx, log_path, out, columns, segments, model, seed, report, as_json):
     """Fit a scenario (segments, rates, spend, dropout, seasonality) to a transaction LOG.
 
     LOG is a CSV or Parquet file, or a Delta table directory, with a customer id, a date and an
@@ -51,7 +54,7 @@ def calibrate(ctx, log_path, out, columns, segments, seed, report, as_json):
 
     cols = _parse_columns(columns)
     df = read_log(log_path, columns=cols)
-    scenario = fit(df, columns=cols, segments=segments, seed=seed, name=Path(out).stem)
+    scenario = fit(df, columns=cols, segments=segments, model=model, seed=seed, name=Path(out).stem)
     Path(out).write_text(yaml.safe_dump(scenario.to_dict(), sort_keys=False))
     summary = {"scenario": out, "customers": scenario.population.size,
                "start_date": scenario.calendar.start_date.isoformat(), "days": scenario.calendar.days,
