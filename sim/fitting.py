@@ -66,7 +66,8 @@ _MAX_SIZE_FACTOR = 1.5
 _FD_STEP = 0.25  # log step of the finite-difference Jacobian
 _FIT_CUSTOMERS = 10_000  # the acquired model's search simulates at least this many customers...
 _MAX_SCALE = 5  # ...at most this many times the log's
-_COHORT_SPAN = 0.25  # share of the window holding 95 % of first purchases in a single-cohort log
+_COHORT_SPAN = 0.25
+_EARLY_DAYS = 60  # share of the window holding 95 % of first purchases in a single-cohort log
 
 
 # --------------------------------------------------------------------------- reading and checking
@@ -186,6 +187,7 @@ class _Features:
     gap_cv2: np.ndarray  # within-customer squared CV of gaps (NaN below 3 occasions)
     active: np.ndarray  # log purchase rate between first and last occasion (NaN below 3 occasions)
     lapse: np.ndarray  # recency at the end over exposure since the first occasion
+    early: np.ndarray  # log(1 + repeats in the EARLY_DAYS after the first occasion) (NaN: seen too late)
 
 
 def _features(occ: pd.DataFrame, end: int) -> _Features:
@@ -203,7 +205,11 @@ def _features(occ: pd.DataFrame, end: int) -> _Features:
     x = np.column_stack([np.log((n - 1 + 0.5) / exposure), mean_log])
     with np.errstate(invalid="ignore", divide="ignore"):
         active = np.where(n >= 3, np.log((n - 2) / (last - first + 1.0)), np.nan)
-    return _Features(n, first, x, mean_log, g["la"].var().to_numpy(), cv2, active, (end - last) / exposure)
+    # Repeats soon after a customer is first seen: for acquired customers, their behaviour while new.
+    soon = (df["day"].to_numpy() - np.repeat(first, n)) <= _EARLY_DAYS
+    early_n = np.bincount(np.repeat(np.arange(len(n)), n), weights=soon, minlength=len(n)) - 1.0
+    early = np.where(first <= end - _EARLY_DAYS, np.log1p(early_n), np.nan)
+    return _Features(n, first, x, mean_log, g["la"].var().to_numpy(), cv2, active, (end - last) / exposure, early)
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int, *, iters: int = 100) -> np.ndarray:
@@ -283,6 +289,7 @@ class _Moments:
     lapse: dict[str, float]
     first: dict[str, float]  # median days from the window's start to the first purchase
     active: dict[str, float]  # mean log purchase rate while active (between first and last, 3+ purchases)
+    early: dict[str, float]  # mean log(1 + repeats in the EARLY_DAYS after the first purchase)
     mean_log: dict[str, float]
     within_sd: dict[str, float]
     gap_cv2: dict[str, float]
@@ -315,6 +322,7 @@ def _moments(occ: pd.DataFrame, f: _Features, seg: _Segmenter, *, start: int, en
         repeats=per(rep),
         lapse=per(f.lapse),
         active=per(f.active),
+        early=per(f.early),
         first={k: float(np.median(f.first[(lab == k) & (f.first <= start + warmup)] - start))
                if ((lab == k) & (f.first <= start + warmup)).any() else math.nan for k in SEGMENTS},
         mean_log=per(f.mean_log),
@@ -603,12 +611,14 @@ def _reweigh(p: _Params, real: _Moments, conf: np.ndarray, *, cap: float) -> Non
 
 
 def _residuals(real: _Moments, sim: _Moments) -> np.ndarray:
-    """Per segment: repeats, lapse, rate while active and first-purchase delay; then buyers. Real minus simulated."""
+    """Per segment: repeats, lapse, rate while active, repeats soon after the first purchase and
+    first-purchase delay; then buyers. Real minus simulated."""
     out = []
     for k in SEGMENTS:
         pairs = [(math.log(real.repeats[k] + 0.1), math.log(sim.repeats[k] + 0.1)),
                  (3.0 * real.lapse[k], 3.0 * sim.lapse[k]),
                  (real.active[k], sim.active[k]),
+                 (real.early[k], sim.early[k]),
                  (math.log(real.first[k] + 1.0), math.log(sim.first[k] + 1.0))]
         out += [0.0 if (math.isnan(r) or math.isnan(m)) else r - m for r, m in pairs]
     # The population is capped near the number of buyers, so the buyers have to appear.
@@ -667,7 +677,7 @@ def calibrate(
     seed: int = 42,
     start_date: dt.date | None = None,
     end_date: dt.date | None = None,
-    iterations: int = 4,
+    iterations: int = 8,
     search: int = 20,
     model: str = "auto",
     name: str = "calibrated",

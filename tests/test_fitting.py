@@ -89,29 +89,29 @@ def test_round_trip_keeps_calendar_and_leaves_targets_unset(round_trip):
 
 
 def test_round_trip_segment_mix_and_rates(round_trip):
-    # Measured (seed 1): shares 0.258/0.354/0.310/0.078 vs 0.30/0.35/0.25/0.10; rates +1 %, -8 %,
-    # -60 %, +59 %. The issue's goal (3 pp, 15 %) is met for mid_stable, and for young_active's rate;
-    # it is NOT met for senior_declining (a slow buyer who lapses early is fitted as a slower buyer who
-    # rarely appears) nor new_customer (its log mixes its own behaviour with that of the segment it
-    # graduates into). The bounds below are what the fit achieves, not the goal.
+    # Measured (seed 1, 8 rounds): shares 0.284/0.341/0.300/0.075 vs 0.30/0.35/0.25/0.10; rates
+    # -0.2 %, +0.3 %, +4.3 %, +58 %; acquisition 0.072 vs 0.10. The issue's goal (3 pp, 15 %) is met
+    # for every rate but new_customer's, and for every share but senior_declining's (+5 pp): about
+    # 300 customers are acquired in the year, and a log cannot tell fewer acquisitions buying more
+    # from more buying less (the new customers' rate and the acquisition share trade off).
     truth, fit = round_trip
     for name in ("young_active", "mid_stable", "senior_declining", "new_customer"):
         t, f = truth.population.segments[name], fit.population.segments[name]
-        assert abs(f.share - t.share) <= 0.07, name
-    for name in ("young_active", "mid_stable"):
+        assert abs(f.share - t.share) <= 0.06, name
+    for name in ("young_active", "mid_stable", "senior_declining"):
         t, f = truth.population.segments[name], fit.population.segments[name]
         assert abs(f.purchase_rate / t.purchase_rate - 1) <= 0.15, name
-    assert abs(fit.population.acquisition.share - 0.10) <= 0.03
+    assert abs(fit.population.acquisition.share - 0.10) <= 0.04
 
 
 def test_round_trip_recovers_the_mean_rate(round_trip):
     # The mixture's implied distribution of per-customer rates (segment shares x gamma heterogeneity);
-    # measured: mean -10 %, KS distance 0.24 (the senior_declining rate above).
+    # measured: mean -1.1 %, KS distance 0.034 (before the early-repeats moment and 8 rounds: -10 %, 0.24).
     truth, fit = round_trip
     x = np.geomspace(1e-4, 1.0, 400)
-    assert np.max(np.abs(_rate_cdf(truth, x) - _rate_cdf(fit, x))) <= 0.30
+    assert np.max(np.abs(_rate_cdf(truth, x) - _rate_cdf(fit, x))) <= 0.08
     mean = [sum(g.share * g.purchase_rate for g in s.population.segments.values()) for s in (truth, fit)]
-    assert abs(mean[1] / mean[0] - 1) <= 0.15
+    assert abs(mean[1] / mean[0] - 1) <= 0.05
 
 
 def test_round_trip_spend(round_trip):
