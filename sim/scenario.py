@@ -78,7 +78,7 @@ class Heterogeneity:
     spend_correlation: float = field(default=0.3, metadata=_rng(-2, 2))
     spend_sigma: float = field(default=0.35, metadata=_rng(0, 3))
     # Customers' dropout_per_purchase ~ Beta(c * mean, c * (1 - mean)); unset: the segment's mean for all.
-    dropout_concentration: float | None = field(default=None, metadata=_rng(0, 1e6, open_lo=True))
+    dropout_concentration: float | None = field(default=None, metadata=_rng(0, 1_000_000, open_lo=True))
 
 
 @dataclass(frozen=True)
