@@ -97,7 +97,7 @@ def read_log(path: str | Path, *, columns: Mapping[str, str] | None = None) -> p
         elif p.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(p)
         elif p.suffix.lower() in (".csv", ".txt", ".tsv", ".dat"):
-            df = pd.read_csv(p, sep=None, engine="python")
+            df = _read_text(p)
         else:
             raise ScenarioError(f"{src}: expected a .csv, .parquet file or a Delta table directory")
     except FileNotFoundError:
@@ -108,6 +108,31 @@ def read_log(path: str | Path, *, columns: Mapping[str, str] | None = None) -> p
         raise ScenarioError(f"{src}: cannot read transaction log ({str(exc).splitlines()[0]})") from None
     df.attrs["source"] = src
     return df
+
+
+def _read_text(p: Path) -> pd.DataFrame:
+    """A delimited text log: the delimiter sniffed, else runs of whitespace (CDNOW's format). A file
+    whose first row is all numbers has no header: its columns are named by position, from 1."""
+    sep: str | None = None
+    try:
+        df = pd.read_csv(p, sep=sep, engine="python")
+    except pd.errors.ParserError:
+        df = None
+    if df is None or any(str(c).startswith("Unnamed: ") for c in df.columns):  # a space sniffed in runs of spaces
+        sep = r"\s+"
+        df = pd.read_csv(p, sep=sep, engine="python")
+    if all(_is_number(c) for c in df.columns):
+        df = pd.read_csv(p, sep=sep, engine="python", header=None)
+        df.columns = [str(i + 1) for i in range(df.shape[1])]
+    return df
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_dates(col: pd.Series, src: str, name: str) -> np.ndarray:

@@ -27,7 +27,8 @@ def _parse_columns(text: str | None) -> dict[str, str] | None:
 @click.argument("log_path", metavar="LOG", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Scenario YAML to write.")
 @click.option("--columns", "columns", default=None, metavar="KEY=NAME,...",
-              help="Map customer_id, date, amount to the log's columns, e.g. customer_id=cust,date=dt,amount=value.")
+              help="Map customer_id, date, amount to the log's columns, e.g. customer_id=cust,date=dt,amount=value "
+                   "(a file without a header row names its columns by position: customer_id=1,date=3,amount=5).")
 @click.option("--segments", type=click.IntRange(1, 4), default=4, show_default=True, help="Segments to find.")
 @click.option("--model", type=click.Choice(["auto", "steady", "acquired"]), default="auto", show_default=True,
               help="steady: a customer base in segments plus acquisitions; acquired: every customer acquired "
