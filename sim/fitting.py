@@ -457,8 +457,8 @@ def _is_cohort(f: _Features, *, start: int, days: int) -> bool:
 
 
 def _acquired_starts(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: int, end: int,
-                   days: int) -> list[_Params]:
-    """Everyone acquired in the opening window, buying at signup; rates from a BG/NBD fit.
+                     days: int) -> list[_Params]:
+    """Everyone acquired over the span of first purchases, buying at signup; rates from a BG/NBD fit.
 
     The engine can be BG/NBD exactly: purchasing is Poisson at a gamma-distributed rate (r and
     alpha give heterogeneity and rate) and ``dropout_per_purchase`` with a Beta concentration is
@@ -483,13 +483,13 @@ def _acquired_starts(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: 
     med, within, between = math.exp(mu), within * k * k, between * k * k
     weekly = np.maximum(real.weekday * 7, 0.05)
     p = _Params(size=real.n, shares={k: float(k == "new_customer") for k in SEGMENTS}, acquisition=1.0,
-                   rate=dict.fromkeys(SEGMENTS, rate), decay=0.0, hazard=dict.fromkeys(SEGMENTS, hazard),
-                   regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
-                   spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,
-                   het_spend_sigma=math.sqrt(between),
-                   weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window,
-                   window_shape=_window_shape(f.first - start, window), leave=leave,
-                   leave_concentration=concentration)
+                rate=dict.fromkeys(SEGMENTS, rate), decay=0.0, hazard=dict.fromkeys(SEGMENTS, hazard),
+                regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
+                spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,
+                het_spend_sigma=math.sqrt(between),
+                weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window,
+                window_shape=_window_shape(f.first - start, window), leave=leave,
+                leave_concentration=concentration)
     if leave == 0:
         return [p]
     by_recency = copy.deepcopy(p)
