@@ -209,10 +209,11 @@ def advance(
                                     block=block)
     if hit.any() or leave_t is not None:
         # NaN compares False: customers who stay keep everything; one who leaves keeps that purchase.
-        kept = ~(pt >= drop_t[pi]) if leave_t is None else ~(pt >= drop_t[pi]) & ~(pt > leave_t[pi])
-        pi, pt, pk = pi[kept], pt[kept], pk[kept]
+        kept = ~(pt >= drop_t[pi])
         if leave_t is not None:
+            kept &= ~(pt > leave_t[pi])
             drop_t = np.fmin(drop_t, leave_t)
+        pi, pt, pk = pi[kept], pt[kept], pk[kept]
         gone = np.flatnonzero(~np.isnan(drop_t))
     if len(pi):
         ends = np.r_[pi[1:] != pi[:-1], True]

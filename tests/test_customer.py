@@ -77,13 +77,14 @@ def test_a_certain_leave_allows_one_repeat_purchase(bg_cohort):
     spec["population"].update(size=500, heterogeneity={"shape": 2.0})
     spec["population"]["segments"]["new_customer"].update(dropout_per_purchase=1.0, purchase_rate=0.2)
     tables = simulate(scenario_from_dict(spec))
-    per_customer = _occasions(tables).groupby("customer_id").size()
+    occ = _occasions(tables)
+    per_customer = occ.groupby("customer_id").size()
     assert per_customer.max() == 2 and (per_customer == 2).mean() > 0.9  # signup, one repeat, gone
     # Each leaves on the day of its repeat purchase: the last labels record that day as the dropout.
     labels = tables["customer_labels"].to_pandas()
     last = labels[labels["label_date"] == labels["label_date"].max()].set_index("customer_id")
     left = per_customer.index[per_customer == 2]
-    repeat_day = _occasions(tables).groupby("customer_id")["day"].max().loc[left]
+    repeat_day = occ.groupby("customer_id")["day"].max().loc[left]
     assert last.loc[left, "dropped_out"].all()
     dropout_day = pd.to_datetime(last.loc[left, "dropout_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
     assert (dropout_day == repeat_day.to_numpy()).all()
