@@ -1,19 +1,22 @@
 """Calibrating a scenario from a real transaction log.
 
 The log is reduced to purchase occasions (one per customer and day). Customers first seen after a
-warm-up (the slow customers' gap) are the acquired ``new_customer`` segment; the rest are split by
-k-means on log repeat rate and log spend and named by behaviour (young_active buys most often,
-mid_stable spends most, senior_declining is the rest). First guesses are each segment's moments.
-Then, for a few rounds, the candidate scenario is simulated at the log's size and its customers
-are classified by the same segmenter:
+warm-up (once first sightings settle to the steady rate of acquisitions) are the acquired
+``new_customer`` segment; the rest are split by k-means on log repeat rate and log spend and named
+by behaviour (young_active buys most often, mid_stable spends most, senior_declining is the rest).
+First guesses are each segment's moments. Then, for a few rounds, the candidate scenario is
+simulated at the log's size and its customers are classified by the same segmenter:
 
-* spend, regularity, heterogeneity, decay, acquisition and the weekly pattern each follow one
-  moment by a damped ratio step (fixed point);
+* spend, regularity, heterogeneity, each segment's decay, acquisition and the weekly and yearly
+  patterns each follow one moment by a damped step (fixed point);
 * every segment's rate and dropout hazard move together by a Levenberg-Marquardt step on a
   finite-difference Jacobian of the segments' repeats, lapse, rate while active and first-purchase
   delay, plus the number of buyers;
 * shares and size are solved by non-negative least squares through the simulation's confusion
   between true segment and label (never-buyers included).
+
+The mean of the later rounds' parameters is the estimate (each round also chases one simulation's
+noise).
 
 That is the ``steady`` model: a customer base that was buying before the window opened, plus
 acquisitions. The ``acquired`` model is the other: every customer is acquired inside the window at
@@ -215,6 +218,23 @@ class _Features:
     early: np.ndarray  # log(1 + repeats in the EARLY_DAYS after the first occasion) (NaN: seen too late)
 
 
+def _warmup(first: np.ndarray, days: int) -> int:
+    """Days after which customers first seen are taken as acquired in the window.
+
+    Existing customers are first seen at a falling rate (each within about one of its gaps);
+    acquisitions at a steady one. The steady rate is the last third's; the warm-up ends at the
+    first week after which customers first seen exceed that rate by at most a tenth of them (so
+    few slow existing customers pass for new ones). At most half the window.
+    """
+    tail = days - days // 3
+    rate = float((first >= tail).sum()) / max(days - tail, 1)
+    for t in range(0, days // 2, 7):
+        after = float((first > t).sum())
+        if after - rate * (days - 1 - t) <= 0.1 * after:
+            return t
+    return days // 2
+
+
 def _features(occ: pd.DataFrame, end: int) -> _Features:
     df = occ.assign(la=np.log(np.maximum(occ["amount"].to_numpy(), 0.01)))
     df["gap"] = df.groupby("customer_id")["day"].diff()
@@ -320,10 +340,11 @@ class _Moments:
     gap_cv2: dict[str, float]
     n: int
     excess: float  # (var - mean) / mean^2 of repeat counts: heterogeneity beyond Poisson
-    trend: float  # repeat occasions in the second half of the window over the first half
+    trend: dict[str, float]  # repeat occasions in the second half of the window over the first half
     late: float  # share of customers first seen after the warm-up
     between_sd: float  # sd of customers' mean log amount
     weekday: np.ndarray
+    yearly: np.ndarray  # see _yearly
 
 
 def _moments(occ: pd.DataFrame, f: _Features, seg: _Segmenter, *, start: int, end: int, warmup: int) -> _Moments:
@@ -341,6 +362,8 @@ def _moments(occ: pd.DataFrame, f: _Features, seg: _Segmenter, *, start: int, en
     occ_sorted = occ.sort_values(["customer_id", "day"], kind="stable")
     is_rep = occ_sorted["customer_id"].duplicated().to_numpy()
     d = occ_sorted["day"].to_numpy()[is_rep]
+    # occ is sorted by customer like f's arrays: each repeat's customer's label
+    who = lab[np.repeat(np.arange(len(f.n)), f.n)][is_rep]
     wd = np.bincount((occ["day"].to_numpy() + 3) % 7, minlength=7)
     return _Moments(
         count={name: int((lab == name).sum()) for name in SEGMENTS},
@@ -355,10 +378,12 @@ def _moments(occ: pd.DataFrame, f: _Features, seg: _Segmenter, *, start: int, en
         gap_cv2=per(f.gap_cv2),
         n=len(f.n),
         excess=float((rep.var() - rep.mean()) / max(rep.mean(), 1e-9) ** 2),
-        trend=float(((d >= mid).sum() + 1) / ((d < mid).sum() + 1)),
+        trend={k: float((((d >= mid) & (who == k)).sum() + 1) / (((d < mid) & (who == k)).sum() + 1))
+               for k in SEGMENTS},
         late=float((f.first > start + warmup).mean()),
         between_sd=float(f.mean_log.std()),
         weekday=wd / max(wd.sum(), 1),
+        yearly=_yearly(d, start, end),
     )
 
 
@@ -378,7 +403,7 @@ class _Params:
     shares: dict[str, float]
     acquisition: float
     rate: dict[str, float]
-    decay: float
+    decay: dict[str, float]
     hazard: dict[str, float]
     regularity: dict[str, float]
     spend_median: dict[str, float]
@@ -386,7 +411,7 @@ class _Params:
     het_shape: float
     het_spend_sigma: float
     weekly: np.ndarray
-    yearly: tuple[float, int]
+    yearly: np.ndarray  # cosine and sine coefficients of the yearly cycle
     graduation_days: float
     window_days: int | None = None  # set: a single cohort acquired over this many days, first purchase at signup
     window_shape: float = 1.0  # the cohort's acquisition.window_shape
@@ -405,7 +430,7 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
     acq = min(round(p.acquisition, 6), shares["new_customer"])
     segs = {
         k: {"share": shares[k], "purchase_rate": round(max(p.rate[k], 1e-5), 6),
-            "decay_per_year": round(p.decay, 4), "dropout_hazard": round(min(max(p.hazard[k], 0.0), 1.0), 7),
+            "decay_per_year": round(p.decay[k], 4), "dropout_hazard": round(min(max(p.hazard[k], 0.0), 1.0), 7),
             "dropout_per_purchase": round(min(max(p.leave, 0.0), 1.0), 6),
             "regularity": round(min(max(p.regularity[k], 1.0), 100.0), 3),
             "spend_median": round(min(max(p.spend_median[k], 0.01), 5000.0), 2),
@@ -418,7 +443,8 @@ def _scenario(p: _Params, *, name: str, seed: int, start: dt.date, days: int, so
         "seed": seed,
         "calendar": {"start_date": start.isoformat(), "days": days},
         "seasonality": {"weekly": [round(float(w), 4) for w in p.weekly / p.weekly.mean()],
-                        "yearly_amplitude": round(p.yearly[0], 4), "yearly_peak_day": int(p.yearly[1])},
+                        "yearly_amplitude": round(min(float(np.hypot(*p.yearly)), 0.5), 4),
+                        "yearly_peak_day": int(round(math.atan2(p.yearly[1], p.yearly[0]) * 365.25 / (2 * np.pi))) % 365 + 1},
         "population": {
             "size": int(p.size) * scale, "shard_size": max(50_000, int(p.size) * scale),
             "segments": segs,
@@ -483,11 +509,11 @@ def _acquired_starts(occ: pd.DataFrame, f: _Features, real: _Moments, *, start: 
     med, within, between = math.exp(mu), within * k * k, between * k * k
     weekly = np.maximum(real.weekday * 7, 0.05)
     p = _Params(size=real.n, shares={k: float(k == "new_customer") for k in SEGMENTS}, acquisition=1.0,
-                rate=dict.fromkeys(SEGMENTS, rate), decay=0.0, hazard=dict.fromkeys(SEGMENTS, hazard),
+                rate=dict.fromkeys(SEGMENTS, rate), decay=dict.fromkeys(SEGMENTS, 0.0), hazard=dict.fromkeys(SEGMENTS, hazard),
                 regularity=dict.fromkeys(SEGMENTS, 1.0), spend_median=dict.fromkeys(SEGMENTS, med),
                 spend_sigma=dict.fromkeys(SEGMENTS, math.sqrt(within)), het_shape=shape,
                 het_spend_sigma=math.sqrt(between),
-                weekly=weekly, yearly=(0.0, 350), graduation_days=_NEVER_GRADUATE, window_days=window,
+                weekly=weekly, yearly=np.zeros(2), graduation_days=_NEVER_GRADUATE, window_days=window,
                 window_shape=_window_shape(f.first - start, window), leave=leave,
                 leave_concentration=concentration)
     if leave == 0:
@@ -542,12 +568,12 @@ def _lognormal_by_ks(amounts: np.ndarray) -> tuple[float, float]:
     return float(got.x[0]), math.exp(float(got.x[1]))
 
 
-def _yearly(occ: pd.DataFrame, start: int, end: int) -> tuple[float, int]:
-    """Amplitude and peak day of a yearly cosine in daily repeat counts, net of a linear trend (decay and acquisition)."""
+def _yearly(d: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Cosine and sine coefficients of a yearly cycle in log daily counts of repeat purchases (on
+    days ``d``), net of a linear trend; zero below a year. Biased by the window's start-up and by
+    decay alike in a real and a simulated log, so it is matched between them rather than read off."""
     if end - start + 1 < 365:
-        return 0.0, 350
-    occ_sorted = occ.sort_values(["customer_id", "day"], kind="stable")
-    d = occ_sorted["day"].to_numpy()[occ_sorted["customer_id"].duplicated().to_numpy()]
+        return np.zeros(2)
     days = np.arange(start, end + 1)
     y = np.log(np.bincount(d - start, minlength=len(days))[: len(days)] + 1.0)
     t = (days - start) / (end - start)
@@ -555,13 +581,10 @@ def _yearly(occ: pd.DataFrame, start: int, end: int) -> tuple[float, int]:
     w = 2 * np.pi * doy / 365.25
     a = np.column_stack([np.ones_like(t), t, np.cos(w), np.sin(w)])
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-    amp = float(np.hypot(coef[2], coef[3]))
-    peak = int(round(math.atan2(coef[3], coef[2]) * 365.25 / (2 * np.pi))) % 365 + 1
-    return min(amp, 0.5), peak
+    return coef[2:4]
 
 
-def _initial(real: _Moments, f: _Features, lab: np.ndarray, *, end: int, days: int, warmup: int,
-             occ: pd.DataFrame, start: int) -> _Params:
+def _initial(real: _Moments, f: _Features, lab: np.ndarray, *, end: int, days: int, warmup: int) -> _Params:
     exposure = end - f.first + 1.0
     rate, reg, med, sig = {}, {}, {}, {}
     for name in SEGMENTS:
@@ -576,10 +599,10 @@ def _initial(real: _Moments, f: _Features, lab: np.ndarray, *, end: int, days: i
     shares = {k: real.count[k] / real.n for k in SEGMENTS}
     within = np.nanmean([real.within_sd[k] ** 2 / 2 for k in SEGMENTS]) if real.n else 0.0
     weekly = np.maximum(real.weekday * 7, 0.05)
-    return _Params(size=real.n, shares=shares, acquisition=acq, rate=rate, decay=0.1,
+    return _Params(size=real.n, shares=shares, acquisition=acq, rate=rate, decay=dict.fromkeys(SEGMENTS, 0.1),
                    hazard=dict.fromkeys(SEGMENTS, 0.001), regularity=reg, spend_median=med, spend_sigma=sig,
                    het_shape=2.0, het_spend_sigma=math.sqrt(max(real.between_sd**2 - within, 0.0)),
-                   weekly=weekly, yearly=_yearly(occ, start, end),
+                   weekly=weekly, yearly=real.yearly,
                    graduation_days=90.0 if acq > 0 else _NEVER_GRADUATE)
 
 
@@ -593,9 +616,11 @@ def _update(p: _Params, real: _Moments, sim: _Moments, *, half_years: float) -> 
         p.spend_sigma[k] *= _step(real.within_sd[k], sim.within_sd[k])
     if real.late > 0:
         p.acquisition = min(max(p.acquisition, 1e-3) * _step(real.late, max(sim.late, 1e-4)), 0.9)
-    p.decay = min(max(p.decay + _DAMP * math.log(sim.trend / real.trend) / half_years, 0.0), 20.0)
+    for k in SEGMENTS:
+        p.decay[k] = min(max(p.decay[k] + _DAMP * math.log(sim.trend[k] / real.trend[k]) / half_years, 0.0), 20.0)
     p.het_shape = min(max(p.het_shape * _step(max(sim.excess, 1e-3), max(real.excess, 1e-3)), 0.1), 1000.0)
     p.het_spend_sigma *= _step(real.between_sd, sim.between_sd)
+    p.yearly = p.yearly + _DAMP * (real.yearly - sim.yearly)
     p.weekly = p.weekly * np.array([_step(r, s) for r, s in zip(real.weekday, sim.weekday, strict=True)])
 
 
@@ -742,26 +767,23 @@ def calibrate(
                             f"(got {occ['customer_id'].nunique()} between day {lo} and {hi})")
     start, end, days = lo, hi, hi - lo + 1
     f = _features(occ, end)
-    repeaters = f.n > 1
-    mean_gap = (occ.groupby("customer_id")["day"].agg(lambda d: d.max() - d.min()).to_numpy()[repeaters]
-                / (f.n[repeaters] - 1))
-    # Existing customers make their first purchase within about one of their gaps; customers first
-    # seen later than the slow customers' gap were acquired during the window.
-    warmup = int(min(np.percentile(mean_gap, 90) if repeaters.any() else days, days / 2))
+    warmup = _warmup(f.first - start, days)
     late = f.first > start + warmup
     late_day = start + warmup if segments > 1 and late.mean() > 0.005 else None
     seg = _segmenter(f, segments=segments, late_day=late_day, seed=seed)
     real = _moments(occ, f, seg, start=start, end=end, warmup=warmup)
-    p = _initial(real, f, seg(f), end=end, days=days, warmup=warmup, occ=occ, start=start)
+    p = _initial(real, f, seg(f), end=end, days=days, warmup=warmup)
     start_d = dt.date(1970, 1, 1) + dt.timedelta(days=start)
     real_stats = log_stats(occ, start=start, end=end)
     runs: list[tuple[float, _Params]] = []
 
-    def evaluate(q: _Params, *, scale: int = 1) -> tuple[float, pd.DataFrame, pd.DataFrame | None]:
+    def evaluate(q: _Params, *, scale: int = 1, candidate: bool = True) -> tuple[float, pd.DataFrame, pd.DataFrame]:
         scen = _scenario(q, name=name, seed=seed, start=start_d, days=days, source=src, scale=scale)
         sim_occ, sim_cust = simulated_log(scen)
         if sim_occ["customer_id"].nunique() < 2:
             return math.inf, sim_occ, sim_cust
+        if not candidate:  # a step of the moment matching: its distances are not needed
+            return 0.0, sim_occ, sim_cust
         sim_stats = log_stats(sim_occ, start=start, end=end)
         dist = distances(real_stats, sim_stats)
         dist["buyers_rel_err"] = abs(sim_stats.n_customers / scale - real_stats.n_customers) / real_stats.n_customers
@@ -770,7 +792,7 @@ def calibrate(
         return runs[-1][0], sim_occ, sim_cust
 
     def moments_of(q: _Params) -> tuple[_Moments, np.ndarray, pd.DataFrame, pd.DataFrame] | None:
-        score, sim_occ, sim_cust = evaluate(q)
+        score, sim_occ, sim_cust = evaluate(q, candidate=False)
         if math.isinf(score):
             return None
         sf = _features(sim_occ, end)
@@ -778,6 +800,7 @@ def calibrate(
 
     if model == "steady" or (model == "auto" and not _is_cohort(f, start=start, days=days)):
         min_rate = 1.0 / days
+        iterates = []
         for _ in range(iterations):
             got = moments_of(p)
             if got is None:
@@ -788,9 +811,13 @@ def calibrate(
             _rate_hazard_step(p, real, moments_of, min_rate=min_rate)
             _reweigh(p, real, _confusion(sim_cust, np.sort(sim_occ["customer_id"].unique()), labels),
                      cap=_MAX_SIZE_FACTOR)
+            iterates.append(copy.deepcopy(p))
+        # Each step chases one simulation's noise as well as the log: the mean of the later
+        # iterates is the estimate (Polyak averaging).
+        p = _average(iterates[len(iterates) // 2:]) if iterates else p
         evaluate(p)
         if search:
-            _global_search(min(runs, key=lambda r: r[0])[1], lambda q: evaluate(q)[0], budget=search)
+            _global_search(p, lambda q: evaluate(q)[0], budget=search)
     if model in ("acquired", "auto"):
         starts = _acquired_starts(occ, f, real, start=start, end=end, days=days)
         log.info("acquired model: acquisition window %d days (shape %.3f), first purchase at signup",
@@ -811,6 +838,24 @@ def calibrate(
     return _scenario(best, name=name, seed=seed, start=start_d, days=days, source=src)
 
 
+def _average(ps: list[_Params]) -> _Params:
+    """The geometric mean of positive parameters (rates, shares, scales), the arithmetic mean of the rest."""
+    out = copy.deepcopy(ps[-1])
+
+    def mean(values: list[Any]) -> Any:
+        a = np.asarray(values, float)
+        return np.exp(np.log(a).mean(0)) if (a > 0).all() else a.mean(0)
+
+    for field in ("rate", "hazard", "regularity", "spend_median", "spend_sigma", "shares", "decay"):
+        setattr(out, field, {k: float(mean([getattr(q, field)[k] for q in ps])) for k in SEGMENTS})
+    for field in ("acquisition", "het_shape", "het_spend_sigma"):
+        setattr(out, field, float(mean([getattr(q, field) for q in ps])))
+    out.size = int(round(float(mean([q.size for q in ps]))))
+    out.weekly = mean([q.weekly for q in ps])
+    out.yearly = np.mean([q.yearly for q in ps], axis=0)
+    return out
+
+
 def _scaled(p: _Params, x: np.ndarray) -> _Params:
     """``p`` with common log scales ``x``: rate, dropout, heterogeneity shape, then decay (steady
     state) or the cohort's early phase (its rate multiple and length) and gap regularity."""
@@ -820,7 +865,7 @@ def _scaled(p: _Params, x: np.ndarray) -> _Params:
     q.leave = min(p.leave * math.exp(x[1]), 1.0)
     q.het_shape = p.het_shape * math.exp(x[2])
     if p.window_days is None:
-        q.decay = min(max(p.decay + x[3], 0.0), 20.0)
+        q.decay = {k: min(max(v + x[3], 0.0), 20.0) for k, v in p.decay.items()}
     else:
         q.rate["new_customer"] *= math.exp(x[3])
         q.graduation_days = min(max(p.graduation_days * math.exp(x[4]), 14.0), _NEVER_GRADUATE)

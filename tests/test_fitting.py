@@ -89,19 +89,23 @@ def test_round_trip_keeps_calendar_and_leaves_targets_unset(round_trip):
 
 
 def test_round_trip_segment_mix_and_rates(round_trip):
-    # Measured (seed 1, 8 rounds): shares 0.284/0.341/0.300/0.075 vs 0.30/0.35/0.25/0.10; rates
-    # -0.2 %, +0.3 %, +4.3 %, +58 %; acquisition 0.072 vs 0.10. The issue's goal (3 pp, 15 %) is met
-    # for every rate but new_customer's, and for every share but senior_declining's (+5 pp): about
-    # 300 customers are acquired in the year, and a log cannot tell fewer acquisitions buying more
-    # from more buying less (the new customers' rate and the acquisition share trade off).
+    # The issue's goal: the mix within 3 pp, every intensity within 15 %. Measured (truth seeds 7, 1,
+    # 2, 3): shares within 2.7 pp, rates within 11.7 %, acquisition share 0.095-0.101.
     truth, fit = round_trip
     for name in ("young_active", "mid_stable", "senior_declining", "new_customer"):
         t, f = truth.population.segments[name], fit.population.segments[name]
-        assert abs(f.share - t.share) <= 0.06, name
-    for name in ("young_active", "mid_stable", "senior_declining"):
-        t, f = truth.population.segments[name], fit.population.segments[name]
+        assert abs(f.share - t.share) <= 0.03, name
         assert abs(f.purchase_rate / t.purchase_rate - 1) <= 0.15, name
-    assert abs(fit.population.acquisition.share - 0.10) <= 0.04
+    assert abs(fit.population.acquisition.share - 0.10) <= 0.02
+
+
+def test_round_trip_recovers_the_seasons(round_trip):
+    # A yearly cycle in a one-year window is confounded with the window's start-up and with decay;
+    # matched between the real and simulated logs, it is recovered (measured: 0.096 at day 351).
+    truth, fit = round_trip
+    assert abs(fit.seasonality.yearly_amplitude - truth.seasonality.yearly_amplitude) <= 0.03
+    gap = abs(fit.seasonality.yearly_peak_day - truth.seasonality.yearly_peak_day) % 365
+    assert min(gap, 365 - gap) <= 30
 
 
 def test_round_trip_recovers_the_mean_rate(round_trip):
