@@ -147,7 +147,8 @@ def _create(s: Scenario, ids: np.ndarray, segment: np.ndarray, since: np.ndarray
     hi = np.array([g.age[1] for g in segs])[segment]
     age = rng.integers(lo, hi + 1)
     het_cfg = s.population.heterogeneity
-    het = rng.gamma(het_cfg.shape, 1.0 / het_cfg.shape, n)
+    k = np.array([het_cfg.shape if g.heterogeneity_shape is None else g.heterogeneity_shape for g in segs])[segment]
+    het = rng.gamma(k, 1.0 / k)  # the same draws as a scalar shape when no segment sets its own
     spend_scale = het ** het_cfg.spend_correlation * np.exp(het_cfg.spend_sigma * rng.standard_normal(n))
     shape = np.array([g.regularity for g in segs])[segment]
     grad_days = s.population.acquisition.graduation_days

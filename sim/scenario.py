@@ -66,6 +66,8 @@ class Segment:
     # BG/NBD-style dropout: the chance of leaving right after each repeat purchase (mean over customers).
     dropout_per_purchase: float = field(default=0.0, metadata=_rng(0, 1))
     regularity: float = field(default=1.0, metadata=_rng(1, 100))
+    # Gamma shape of this segment's rate multipliers; unset: population.heterogeneity.shape.
+    heterogeneity_shape: float | None = field(default=None, metadata=_rng(0.1, 1000))
     app_share: float = field(default=0.3, metadata=_rng(0, 1))
     store_share: float = field(default=0.3, metadata=_rng(0, 1))
 

@@ -189,3 +189,24 @@ def test_a_cohort_is_acquired_inside_its_window_and_buys_at_signup():
     assert since.min() >= pd.Timestamp("2024-01-01") and since.max() < pd.Timestamp("2024-01-01") + pd.Timedelta(days=40)
     first = tx.groupby("customer_id")["transaction_date"].min()
     assert (pd.to_datetime(first.reindex(c["customer_id"]).to_numpy()) == since.to_numpy()).all()
+
+
+def test_segment_heterogeneity_shape_overrides_the_population_one():
+    # Same rate, no dropout: a segment with shape 0.5 has customers' counts spread far wider
+    # (variance beyond Poisson ~ mean^2 / shape) than one left at the population's 50.
+    seg = {"purchase_rate": 0.1, "dropout_hazard": 0.0, "decay_per_year": 0.0}
+    s = scenario_from_dict({
+        "name": "het", "seed": 3, "calendar": {"start_date": "2024-01-01", "days": 180},
+        "population": {"size": 4000, "heterogeneity": {"shape": 50.0}, "acquisition": {"share": 0.0},
+                       "segments": {"young_active": {**seg, "share": 0.5, "heterogeneity_shape": 0.5},
+                                    "mid_stable": {**seg, "share": 0.5},
+                                    "senior_declining": {"share": 0.0}, "new_customer": {"share": 0.0}}},
+    })
+    f = {k: t.to_pandas() for k, t in simulate(s).items()}
+    n = f["raw_transactions"].groupby("customer_id").size()
+    per = f["raw_customers"].set_index("customer_id")[["segment"]].join(n.rename("n")).fillna({"n": 0})
+    g = per.groupby("segment")["n"]
+    excess = (g.var() - g.mean()) / g.mean() ** 2
+    assert abs(g.mean()["young_active"] / g.mean()["mid_stable"] - 1) < 0.1
+    assert 1.0 < excess["young_active"] < 3.0  # 1 / 0.5 = 2
+    assert excess["mid_stable"] < 0.2  # 1 / 50 = 0.02

@@ -74,6 +74,8 @@ MALFORMED = [
      'Error: {file}: population.acquisition.window_shape: expected a number in (0, 10] (got 11.0)'),
     ('dropout_per_purchase_above_one', 'population: {segments: {mid_stable: {dropout_per_purchase: 1.5}}}\n',
      'Error: {file}: population.segments.mid_stable.dropout_per_purchase: expected a number in [0, 1] (got 1.5)'),
+    ('segment_heterogeneity_shape_zero', 'population: {segments: {senior_declining: {heterogeneity_shape: 0}}}\n',
+     'Error: {file}: population.segments.senior_declining.heterogeneity_shape: expected a number in [0.1, 1000] (got 0.0)'),
     ('dropout_concentration_zero', 'population: {heterogeneity: {dropout_concentration: 0}}\n',
      'Error: {file}: population.heterogeneity.dropout_concentration: expected a number in (0, 1000000] (got 0.0)'),
     ('acquisition_too_big', 'population: {acquisition: {share: 0.5}}\n',
