@@ -69,8 +69,8 @@ _MAX_SIZE_FACTOR = 1.5
 _FD_STEP = 0.25  # log step of the finite-difference Jacobian
 _FIT_CUSTOMERS = 10_000  # the acquired model's search simulates at least this many customers...
 _MAX_SCALE = 5  # ...at most this many times the log's
-_COHORT_SPAN = 0.25
-_EARLY_DAYS = 60  # share of the window holding 95 % of first purchases in a single-cohort log
+_COHORT_SPAN = 0.25  # share of the window holding 95 % of first purchases in a single-cohort log
+_EARLY_DAYS = 60  # "soon after the first purchase": the early-repeats moment's span
 
 
 # --------------------------------------------------------------------------- reading and checking
@@ -777,24 +777,29 @@ def calibrate(
     real_stats = log_stats(occ, start=start, end=end)
     runs: list[tuple[float, _Params]] = []
 
-    def evaluate(q: _Params, *, scale: int = 1, candidate: bool = True) -> tuple[float, pd.DataFrame, pd.DataFrame]:
-        scen = _scenario(q, name=name, seed=seed, start=start_d, days=days, source=src, scale=scale)
-        sim_occ, sim_cust = simulated_log(scen)
-        if sim_occ["customer_id"].nunique() < 2:
-            return math.inf, sim_occ, sim_cust
-        if not candidate:  # a step of the moment matching: its distances are not needed
-            return 0.0, sim_occ, sim_cust
-        sim_stats = log_stats(sim_occ, start=start, end=end)
+    def simulate(q: _Params, scale: int = 1) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The candidate's log and customers; None when fewer than 2 customers bought."""
+        sim_occ, sim_cust = simulated_log(_scenario(q, name=name, seed=seed, start=start_d, days=days,
+                                                    source=src, scale=scale))
+        return None if sim_occ["customer_id"].nunique() < 2 else (sim_occ, sim_cust)
+
+    def evaluate(q: _Params, *, scale: int = 1) -> float:
+        """Score a candidate and keep it among the runs the best is picked from."""
+        got = simulate(q, scale)
+        if got is None:
+            return math.inf
+        sim_stats = log_stats(got[0], start=start, end=end)
         dist = distances(real_stats, sim_stats)
         dist["buyers_rel_err"] = abs(sim_stats.n_customers / scale - real_stats.n_customers) / real_stats.n_customers
         runs.append((_score(dist), copy.deepcopy(q)))
         log.info("calibration run %d: score %.4f %s", len(runs), runs[-1][0], {k: round(v, 4) for k, v in dist.items()})
-        return runs[-1][0], sim_occ, sim_cust
+        return runs[-1][0]
 
     def moments_of(q: _Params) -> tuple[_Moments, np.ndarray, pd.DataFrame, pd.DataFrame] | None:
-        score, sim_occ, sim_cust = evaluate(q, candidate=False)
-        if math.isinf(score):
+        got = simulate(q)
+        if got is None:
             return None
+        sim_occ, sim_cust = got
         sf = _features(sim_occ, end)
         return _moments(sim_occ, sf, seg, start=start, end=end, warmup=warmup), seg(sf), sim_occ, sim_cust
 
@@ -817,7 +822,7 @@ def calibrate(
         p = _average(iterates[len(iterates) // 2:]) if iterates else p
         evaluate(p)
         if search:
-            _global_search(p, lambda q: evaluate(q)[0], budget=search)
+            _global_search(p, evaluate, budget=search)
     if model in ("acquired", "auto"):
         starts = _acquired_starts(occ, f, real, start=start, end=end, days=days)
         log.info("acquired model: acquisition window %d days (shape %.3f), first purchase at signup",
@@ -828,8 +833,8 @@ def calibrate(
         scale = max(1, min(_MAX_SCALE, math.ceil(_FIT_CUSTOMERS / real.n)))
         for q in starts:
             if search:
-                q = _early_phase(q, lambda x: evaluate(x, scale=scale)[0], exposure=exposure, days=days)
-                _global_search(q, lambda x: evaluate(x, scale=scale)[0], budget=2 * search)
+                q = _early_phase(q, lambda x: evaluate(x, scale=scale), exposure=exposure, days=days)
+                _global_search(q, lambda x: evaluate(x, scale=scale), budget=2 * search)
             else:
                 evaluate(q, scale=scale)
     if not runs or math.isinf(min(r[0] for r in runs)):
