@@ -5,7 +5,7 @@ from importlib.metadata import version as _version
 
 from sim.api import DataConfig, SyntheticDataGenerator, generate_dataset, simulate
 from sim.errors import InfeasibleTargetError, ScenarioError, SimError, StorageError
-from sim.fitting import calibrate
+from sim.fit import fit_scenario
 from sim.quality import add_data_quality_issues, validate, validate_features
 from sim.scenario import Scenario, load_scenario, scenario_from_dict
 
@@ -13,6 +13,8 @@ try:
     __version__ = _version("churnsim")
 except _PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
+
+calibrate = fit_scenario  # the CLI's name for it (`churnsim calibrate`), kept for scripts that use it
 
 __all__ = [
     "DataConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "__version__",
     "add_data_quality_issues",
     "calibrate",
+    "fit_scenario",
     "generate_dataset",
     "load_scenario",
     "scenario_from_dict",

@@ -14,10 +14,12 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from sim.engine import Calibration, RunState, ShardRunner, initial_state, local_runner, run_periods
-from sim.records import SCHEMAS, TABLES, month_tables
+from sim.batch.tables import SCHEMAS, TABLES, month_tables
+from sim.engine.state import RunState, initial_state
+from sim.engine.step import ShardRunner, local_runner, run_periods
+from sim.execute.targets import solve_targets
+from sim.model.rates import TargetScales
 from sim.scenario import Scenario, scenario_from_dict
-from sim.targets import calibrate
 
 __all__ = ["PRESETS", "DataConfig", "SyntheticDataGenerator", "generate_dataset", "simulate"]
 
@@ -66,7 +68,7 @@ PRESETS: dict[str, DataConfig] = {
 }
 
 
-def simulate(scenario: Scenario, *, months: int | None = None, calibration: Calibration | None = None,
+def simulate(scenario: Scenario, *, months: int | None = None, calibration: TargetScales | None = None,
              runner: ShardRunner = local_runner) -> dict[str, pa.Table]:
     """Run a scenario in memory and return the four tables.
 
@@ -78,7 +80,7 @@ def simulate(scenario: Scenario, *, months: int | None = None, calibration: Cali
             two share every random number.
         runner: how shards run (:func:`sim.parallel.make_runner`); the tables do not depend on it.
     """
-    state: RunState = initial_state(scenario, calibration or calibrate(scenario))
+    state: RunState = initial_state(scenario, calibration or solve_targets(scenario))
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     before = state
     for after, period, shard_months in run_periods(state, months, runner=runner):

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from sim.records import SCHEMAS, TABLES
+from sim.batch.tables import SCHEMAS, TABLES
 from sim.scenario import Scenario
 
 __all__ = ["FULL_CUSTOMERS", "bench", "floor_job", "full_job", "in_memory_job", "preset", "to_delta_job"]
@@ -108,8 +108,8 @@ class _TimedRunner:
 
 def to_delta_job(s: Scenario, *, workers: int | None = None, lake: Path | None = None) -> dict[str, Any]:
     """``sim.store.run`` into a (temporary) lake: seconds, rows per table per month, shard time."""
-    from sim import store
-    from sim.parallel import close_runner, make_runner
+    from sim.execute.parallel import close_runner, make_runner
+    from sim.lake import store
 
     monthly: list[dict[str, int]] = []
     runner = make_runner(workers=workers)
@@ -134,7 +134,7 @@ def to_delta_job(s: Scenario, *, workers: int | None = None, lake: Path | None =
 
 def _floor_month(rng: np.random.Generator, rows: dict[str, int], first_id: int, first_txn: int, n_customers: int,
                  day0: int) -> dict[str, pa.Table]:
-    from sim.records import codes_to_strings, days_to_date32, timestamps
+    from sim.batch.tables import codes_to_strings, days_to_date32, timestamps
 
     words = np.array([f"name{i}" for i in range(2048)], dtype=object)
 

@@ -33,8 +33,8 @@ ANALYSIS_EXPERIMENT: dict = {
 
 def build_analysis_lake(data: dict, lake):
     """Run a scenario into ``lake`` month by month (tables plus ``_churnsim/scenario.json``)."""
+    from sim.lake.store import run
     from sim.scenario import scenario_from_dict
-    from sim.store import run
 
     run(scenario_from_dict(data), lake)
     return lake
@@ -89,7 +89,7 @@ def _rows_in_order(t):
 @pytest.fixture
 def assert_same_tables():
     """Check two runs' four tables hold the same rows (order aside) and none is empty."""
-    from sim.records import TABLES
+    from sim.batch.tables import TABLES
 
     def check(got, want) -> None:
         for name in TABLES:

@@ -6,12 +6,16 @@ import numpy as np
 import pandas as pd
 import simpy
 
-import sim.engine as engine
+import sim.engine.month as month
 from sim import scenario_from_dict
 from sim.api import simulate
-from sim.customer import Agents, customer
-from sim.fit_report import _bgnbd
-from sim.segments import NEW_CUSTOMER, SEGMENTS
+from sim.contracts import NEW_CUSTOMER, SEGMENTS
+from sim.engine.customer import customer
+from sim.engine.state import initial_state
+from sim.engine.step import run_periods
+from sim.fit.stats import bgnbd
+from sim.model.agents import Agents
+from sim.model.rates import TargetScales
 
 
 def _agents(n: int) -> Agents:
@@ -36,17 +40,17 @@ def test_the_process_graduates_then_drops_out_at_its_times():
 
 def test_processes_follow_lifecycle_events_not_customers(monkeypatch):
     made = []
-    real = engine.customer
+    real = month.customer
 
     def counting(env, agents, i, events):
         made.append(events)
         return real(env, agents, i, events)
 
-    monkeypatch.setattr(engine, "customer", counting)
+    monkeypatch.setattr(month, "customer", counting)
     s = scenario_from_dict({"seed": 2, "calendar": {"months": 3}, "population": {"size": 2000}})
-    state = engine.initial_state(s, engine.Calibration())
+    state = initial_state(s, TargetScales())
     dropped = graduated = 0
-    for after, _period, _months in engine.run_periods(state):
+    for after, _period, _months in run_periods(state):
         agents = next(iter(after.shards.values()))
         dropped, graduated = int((~np.isnan(agents.dropout)).sum()), int((agents.segment != NEW_CUSTOMER).sum())
     kinds = [k for events in made for _, k in events]
@@ -61,11 +65,11 @@ def _occasions(tables) -> pd.DataFrame:
                          "day": tx["transaction_date"].cast("int32").to_numpy().astype(np.int64)}).drop_duplicates()
 
 
-def test_leaving_after_purchases_is_bgnbd(bg_cohort):
+def test_leaving_after_purchases_isbgnbd(bg_cohort):
     # Truth r 0.5, alpha 0.5 / 0.02 = 25 days, a 0.6, b 2.4 (mean chance 0.2, concentration 3).
     # Measured (seed 5): r 0.513, alpha 26.6, a 0.581, b 2.43.
     occ = _occasions(simulate(scenario_from_dict(bg_cohort)))
-    bg = _bgnbd(occ, int(occ["day"].max()))
+    bg = bgnbd(occ, int(occ["day"].max()))
     assert abs(bg["r"] / 0.5 - 1) <= 0.15
     assert abs(bg["r"] / bg["alpha"] / 0.02 - 1) <= 0.10
     assert abs(bg["a"] / (bg["a"] + bg["b"]) - 0.2) <= 0.03

@@ -12,7 +12,7 @@ import pytest
 
 from sim import InfeasibleTargetError, scenario_from_dict, simulate
 from sim.api import PRESETS
-from sim.segments import DEFAULT_SEGMENTS
+from sim.scenario.defaults import DEFAULT_SEGMENTS
 
 
 @pytest.fixture(scope="module")
@@ -162,17 +162,17 @@ def test_an_outage_stops_purchases_at_its_time_and_not_before():
 
 def test_an_infeasible_churn_target_is_refused_before_simulating():
     with pytest.raises(InfeasibleTargetError, match=r"targets.churn_rate: expected a value in the feasible range"):
-        from sim.targets import calibrate
+        from sim.execute.targets import solve_targets
 
-        calibrate(scenario_from_dict({"calendar": {"days": 365}, "population": {"size": 1500},
+        solve_targets(scenario_from_dict({"calendar": {"days": 365}, "population": {"size": 1500},
                                       "targets": {"avg_transactions_per_customer": 3, "churn_rate": 0.05}}))
 
 
 @pytest.mark.parametrize("size", ["small", "medium", "large"])
 def test_the_guides_presets_are_feasible(size):
-    from sim.targets import calibrate
+    from sim.execute.targets import solve_targets
 
-    calibrate(PRESETS[size].to_scenario())  # raises if not
+    solve_targets(PRESETS[size].to_scenario())  # raises if not
 
 
 def test_a_cohort_is_acquired_inside_its_window_and_buys_at_signup():

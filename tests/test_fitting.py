@@ -12,8 +12,7 @@ from click.testing import CliRunner
 
 from sim.api import simulate
 from sim.errors import ScenarioError
-from sim.fit_report import distances, fit_report, log_stats, simulated_log
-from sim.fitting import calibrate, occasions, read_log
+from sim.fit import distances, fit_report, fit_scenario, log_stats, occasions, read_log, simulated_log
 from sim.scenario import Scenario, load_scenario, scenario_from_dict
 
 pytest.importorskip("scipy")
@@ -73,7 +72,7 @@ def round_trip() -> tuple[Scenario, Scenario]:
     truth = scenario_from_dict(TRUTH)
     # search=0: the final Nelder-Mead on common scales exists to trade moments off when the model is
     # misspecified (a real log); here the model is right, and the moment matching is the estimator.
-    return truth, calibrate(_log_of(truth), columns=COLUMNS, seed=1, search=0)
+    return truth, fit_scenario(_log_of(truth), columns=COLUMNS, seed=1, search=0)
 
 
 # --------------------------------------------------------------------------- round trip
@@ -129,7 +128,7 @@ def test_round_trip_spend(round_trip):
 def cohort_trip() -> tuple[Scenario, Scenario, pd.DataFrame]:
     truth = scenario_from_dict(COHORT)
     log = _log_of(truth)
-    return truth, calibrate(log, columns=COLUMNS, seed=1), log
+    return truth, fit_scenario(log, columns=COLUMNS, seed=1), log
 
 
 def test_cohort_log_is_simulated_as_one_cohort(cohort_trip):
@@ -181,7 +180,7 @@ def test_cohort_round_trip_recovers_a_front_loaded_window():
     days = (pd.to_datetime(log.groupby("cust")["dt"].min()) - pd.Timestamp("2024-01-01")).dt.days
     assert log["cust"].nunique() == truth.population.size and days.max() < 56
     assert abs((days < 14).mean() - 0.5) <= 0.04
-    fit = calibrate(log, columns=COLUMNS, seed=1, search=0)
+    fit = fit_scenario(log, columns=COLUMNS, seed=1, search=0)
     acq = fit.population.acquisition
     assert acq.first_purchase_at_signup and acq.share == 1.0
     assert abs(acq.window_days - 56) <= 7
@@ -201,7 +200,7 @@ def test_bgnbd_cohort_round_trip_recovers_dropout_and_early_phase(bg_cohort):
     segs["new_customer"]["purchase_rate"] = 0.03
     segs["mid_stable"] = {**segs["new_customer"], "share": 0.0, "purchase_rate": 0.015}
     log = _log_of(scenario_from_dict(spec))
-    fit = calibrate(log, columns=COLUMNS, seed=1)
+    fit = fit_scenario(log, columns=COLUMNS, seed=1)
     early, later = fit.population.segments["new_customer"], fit.population.segments["mid_stable"]
     assert early.dropout_hazard == 0.0 and abs(early.dropout_per_purchase / 0.2 - 1) <= 0.2
     assert abs(fit.population.heterogeneity.dropout_concentration / 3.0 - 1) <= 0.3
@@ -221,7 +220,7 @@ def test_bgnbd_cohort_round_trip_recovers_dropout_and_early_phase(bg_cohort):
 
 @pytest.fixture(scope="module")
 def cdnow_report(cdnow, tmp_path_factory):
-    fit = calibrate(cdnow, seed=42)
+    fit = fit_scenario(cdnow, seed=42)
     out = tmp_path_factory.mktemp("report")
     return fit, fit_report(cdnow, fit, out_dir=out), out
 
@@ -288,7 +287,7 @@ GOOD = pd.DataFrame({"customer_id": [1, 1, 2], "date": ["2024-01-01", "2024-01-0
 ])
 def test_bad_logs_raise_scenario_error(frame, message):
     with pytest.raises(ScenarioError) as err:
-        calibrate(frame)
+        fit_scenario(frame)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -297,7 +296,7 @@ def test_bad_log_names_the_file_and_mapped_column(tmp_path):
     path = tmp_path / "log.csv"
     GOOD.rename(columns={"date": "dt"}).to_csv(path, index=False)
     with pytest.raises(ScenarioError, match=r"log\.csv: missing column 'when' \(date\)"):
-        calibrate(read_log(path), columns={"date": "when"})
+        fit_scenario(read_log(path), columns={"date": "when"})
     with pytest.raises(ScenarioError, match="no such file"):
         read_log(tmp_path / "missing.csv")
 
@@ -365,4 +364,4 @@ def test_calibrate_is_deterministic():
     small = scenario_from_dict({"seed": 5, "calendar": {"start_date": "2024-03-01", "days": 90},
                                 "population": {"size": 300}})
     log = _log_of(small)
-    assert calibrate(log, columns=COLUMNS, iterations=1, search=4) == calibrate(log, columns=COLUMNS, iterations=1, search=4)
+    assert fit_scenario(log, columns=COLUMNS, iterations=1, search=4) == fit_scenario(log, columns=COLUMNS, iterations=1, search=4)

@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from sim.api import simulate
-from sim.engine import initial_state, local_runner
-from sim.parallel import ProcessRunner, make_runner
-from sim.records import TABLES
+from sim.batch.tables import TABLES
+from sim.engine.state import initial_state
+from sim.engine.step import local_runner
+from sim.execute.parallel import ProcessRunner, make_runner
+from sim.execute.targets import solve_targets
 from sim.scenario import Scenario, scenario_from_dict
-from sim.targets import calibrate
 
 
 def test_one_worker_is_local_runner() -> None:
@@ -37,9 +38,9 @@ def test_shard_order_does_not_matter(assert_same_tables, scenario: Scenario, ref
 
 def test_retried_month_ships_state_again(scenario: Scenario) -> None:
     """Stepping twice from the same state (a retried month) must not reuse a worker's newer copy."""
-    from sim.engine import step
+    from sim.engine.step import step
 
-    s0 = initial_state(scenario, calibrate(scenario))
+    s0 = initial_state(scenario, solve_targets(scenario))
     with ProcessRunner(2) as runner:
         s1, _, _ = step(s0, runner=runner)
         a, _, ma = step(s1, runner=runner)
@@ -53,7 +54,7 @@ def test_retried_month_ships_state_again(scenario: Scenario) -> None:
 
 def test_store_run_through_workers(assert_same_tables, tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
     from analysis.lake import read_table
-    from sim import store
+    from sim.lake import store
 
     with make_runner(workers=2) as runner:
         store.run(scenario, tmp_path / "lake", runner=runner)
@@ -78,11 +79,11 @@ def test_speculative_month_is_used_only_when_it_matches(scenario: Scenario) -> N
     """The next month starts early; a changed scenario (as in `append --scenario`) discards it."""
     from dataclasses import replace
 
-    from sim.engine import step
+    from sim.engine.step import step
 
     drifted = scenario_from_dict({**scenario.to_dict(), "drifts": [{"name": "up", "parameter": "spend_median",
                                                        "start": "2024-01-01", "multiplier": 1.5}]})
-    s0 = initial_state(scenario, calibrate(scenario))
+    s0 = initial_state(scenario, solve_targets(scenario))
     with ProcessRunner(2) as runner:
         s1, _, _ = step(s0, runner=runner)
         assert runner._next is not None and runner._next.period.index == 1

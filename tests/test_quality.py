@@ -17,21 +17,15 @@ from deltalake import CommitProperties, write_deltalake
 
 from analysis.quality_report import dashboard, lake_dashboard, to_json, to_markdown
 from sim.api import DataConfig, SyntheticDataGenerator, simulate
-from sim.calendar import horizon_end
+from sim.batch.tables import SCHEMAS, month_tables
 from sim.cli import main
-from sim.engine import initial_state, run_periods
-from sim.quality import (
-    BATCH_COLUMN,
-    ISSUE_KINDS,
-    add_data_quality_issues,
-    corrupt_month,
-    default_rates,
-    validate,
-    validate_features,
-    validate_lake,
-)
-from sim.records import SCHEMAS, month_tables
-from sim.targets import calibrate
+from sim.contracts import ISSUE_KINDS
+from sim.engine.state import initial_state
+from sim.engine.step import run_periods
+from sim.execute.targets import solve_targets
+from sim.model.calendar import horizon_end
+from sim.quality import add_data_quality_issues, corrupt_month, validate, validate_features, validate_lake
+from sim.quality.corrupt import BATCH_COLUMN, default_rates
 
 SMALL = DataConfig(num_customers=2000, avg_transactions_per_customer=10, date_range_days=180)
 TINY = DataConfig(num_customers=300, avg_transactions_per_customer=6, date_range_days=90)
@@ -51,7 +45,7 @@ def _monthly_batches(config: DataConfig, *, rate: float, rates: dict | None = No
     """Yield (label, corrupted tables, manifest) month by month, as the lake writer does."""
     scenario = config.to_scenario()
     end = horizon_end(scenario.calendar)
-    before = initial_state(scenario, calibrate(scenario))
+    before = initial_state(scenario, solve_targets(scenario))
     carry = None
     for after, period, months in run_periods(before):
         tables = month_tables(before, period, months)

@@ -107,7 +107,7 @@ def test_overrides_apply_before_validation(tmp_path):
 
 
 def test_the_guides_environments_file_loads_with_env():
-    from sim.shipped import shipped_path
+    from sim.scenario.shipped import shipped_path
 
     prod = load_scenario(shipped_path("environments"), env="prod")
     assert prod.population.size == 100_000 and prod.calendar.days == 730
@@ -121,7 +121,7 @@ def test_the_guides_environments_file_loads_with_env():
 
 
 def test_shipped_environment_files_match_the_environments_file():
-    from sim.shipped import shipped_path
+    from sim.scenario.shipped import shipped_path
 
     for env in ("dev", "staging", "prod"):
         a = load_scenario(shipped_path(env))
@@ -131,7 +131,7 @@ def test_shipped_environment_files_match_the_environments_file():
 
 
 def test_scenario_round_trips_through_its_dict():
-    from sim.shipped import shipped_path
+    from sim.scenario.shipped import shipped_path
 
     for name in ("ab_retention", "drift_senior_decline", "holiday_season"):
         s = load_scenario(shipped_path(name))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from sim import load_scenario, simulate
 from sim.cli import main
-from sim.shipped import shipped, shipped_path
+from sim.scenario.shipped import shipped, shipped_path
 
 
 def _run(name: str, *overrides: str, env: str | None = None) -> dict[str, pd.DataFrame]:

@@ -14,8 +14,9 @@ import pytest
 from deltalake import DeltaTable
 
 from analysis.lake import read_table
-from sim import StorageError, scenario_from_dict, store
-from sim.records import TABLES
+from sim import StorageError, scenario_from_dict
+from sim.batch.tables import TABLES
+from sim.lake import store
 
 SCEN = {"name": "t", "seed": 11, "calendar": {"start_date": "2024-01-01", "months": 6},
         "population": {"size": 1500, "shard_size": 500}}

@@ -59,7 +59,7 @@ def resolve_scenario(path: str) -> Path:
     p = Path(path)
     if p.exists() or p.suffix in (".yaml", ".yml"):
         return p
-    from sim.shipped import shipped_path
+    from sim.scenario.shipped import shipped_path
 
     return shipped_path(path)
 

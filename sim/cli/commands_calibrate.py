@@ -49,9 +49,8 @@ def calibrate(ctx, log_path, out, columns, segments, model, seed, report, as_jso
     Example:
       churnsim calibrate transactions.csv --out fitted.yaml --columns customer_id=cust,date=dt,amount=value --report fit/
     """
-    from sim.fit_report import fit_report
-    from sim.fitting import calibrate as fit
-    from sim.fitting import read_log
+    from sim.fit import fit_report, read_log
+    from sim.fit import fit_scenario as fit
 
     cols = _parse_columns(columns)
     df = read_log(log_path, columns=cols)

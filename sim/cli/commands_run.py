@@ -44,7 +44,7 @@ def _drive(ctx, months: int, as_json: bool, workers: int | None, engine: str, ca
 
     Returns the summary to print (``None`` when quiet); with ``--json`` it is printed here.
     """
-    from sim.parallel import close_runner, make_runner
+    from sim.execute.parallel import close_runner, make_runner
 
     bar = _Progress(months, quiet=ctx.obj["quiet"] or as_json)
     t0 = time.perf_counter()
@@ -91,8 +91,8 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
     Example:
       churnsim run baseline --lake ./lake --months 12 -s population.size=5000
     """
-    from sim import store
-    from sim.calendar import horizon_periods
+    from sim.lake import store
+    from sim.model.calendar import horizon_periods
 
     if corrupt is not None:
         overrides = (*overrides, f"corruption.rate={corrupt}")
@@ -125,7 +125,7 @@ def append(ctx, lake, months, scenario, as_json, overrides, env, workers, engine
     Example:
       churnsim append --lake ./lake --months 1 --scenario scenarios/drift_spend_inflation.yaml
     """
-    from sim import store
+    from sim.lake import store
 
     s = load(scenario, overrides, env) if scenario else None
     summary = _drive(ctx, months, as_json, workers, engine,
@@ -148,7 +148,7 @@ def optimize(lake, retention_hours, as_json):
     Example:
       churnsim optimize --lake ./lake
     """
-    from sim import store
+    from sim.lake import store
 
     result = store.optimize(lake, retention_hours=retention_hours)
     if as_json:
@@ -180,7 +180,7 @@ def scenarios(as_json, check, overrides, env):
         else:
             click.echo(f"{check}: ok ({s.name}, digest {s.digest()})")
         return
-    from sim.shipped import shipped
+    from sim.scenario.shipped import shipped
 
     items = shipped()
     if as_json:

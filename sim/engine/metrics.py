@@ -6,13 +6,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from sim.calendar import Period, epoch_day
-from sim.customer import Agents, Purchases
-from sim.segments import SEGMENTS
+from sim.contracts import ACTIVE_WINDOW_DAYS, SEGMENTS
+from sim.model.agents import Agents, Purchases
+from sim.model.calendar import Period, epoch_day
 
-__all__ = ["ACTIVE_WINDOW_DAYS", "DailyPartials", "daily_partials"]
+__all__ = ["DailyPartials", "daily_partials"]
 
-ACTIVE_WINDOW_DAYS = 30
 _NS = len(SEGMENTS)
 
 

@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sim import keyed
-from sim.records import SCHEMAS
+from sim.batch.tables import SCHEMAS
+from sim.contracts import AGE_MAX, AMOUNT_CAP, ISSUE_KINDS
+from sim.model import keyed
 
 __all__ = [
     "BATCH_COLUMN",
-    "ISSUE_KINDS",
     "MANIFEST_SCHEMA",
     "add_data_quality_issues",
     "corrupt_month",
@@ -46,12 +46,8 @@ CUSTOMER_KINDS: tuple[str, ...] = ("null_age", "invalid_age", "malformed_email")
 # Order matters: kinds with restricted eligibility pick their rows first.
 TRANSACTION_KINDS: tuple[str, ...] = ("before_signup", "negative_amount", "amount_over_cap", "duplicate_transaction",
                                       "after_end", "orphan_transaction", "late_arrival")
-ISSUE_KINDS: tuple[str, ...] = ("null_age", "invalid_age", "negative_amount", "duplicate_transaction", "before_signup",
-                                "after_end", "orphan_transaction", "malformed_email", "amount_over_cap", "late_arrival")
 
 BATCH_COLUMN = "batch_month"
-AGE_MIN, AGE_MAX = 18, 100
-AMOUNT_CAP = 5000.0
 # Far above any simulated customer id, so an orphan can never hit a real customer.
 ORPHAN_ID_OFFSET = 10**12
 # How far before signup / after the end an injected date lands (days, uniform).

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.calendar import Period, epoch_day
-from sim.customer import Agents
+from sim.contracts import CHURN_WINDOW_DAYS, EXPERIMENT_BIT0
+from sim.model.agents import Agents
+from sim.model.calendar import Period, epoch_day
 from sim.scenario import Scenario
 
-__all__ = ["CHURN_WINDOW_DAYS", "label_arrays"]
+__all__ = ["label_arrays"]
 
-CHURN_WINDOW_DAYS = 60
-_EXPERIMENT_BIT0 = 32
 
 
 def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.ndarray]:
@@ -38,8 +37,8 @@ def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.nd
     arm = np.full(len(rows), -1, np.int8)
     if s.experiments:
         flags = agents.flags[rows]
-        arm[(flags >> np.uint64(_EXPERIMENT_BIT0 + 1)) & np.uint64(1) == 1] = 0
-        arm[(flags >> np.uint64(_EXPERIMENT_BIT0)) & np.uint64(1) == 1] = 1
+        arm[(flags >> np.uint64(EXPERIMENT_BIT0 + 1)) & np.uint64(1) == 1] = 0
+        arm[(flags >> np.uint64(EXPERIMENT_BIT0)) & np.uint64(1) == 1] = 1
     return {
         "customer_id": agents.customer_id[rows],
         "label_day": np.full(len(rows), d, np.int64),

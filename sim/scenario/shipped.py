@@ -7,10 +7,11 @@ from pathlib import Path
 import yaml
 
 from sim.errors import ScenarioError
+from sim.scenario.hints import did_you_mean
 
 __all__ = ["SCENARIO_DIR", "shipped", "shipped_path"]
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def shipped() -> dict[str, str]:
@@ -27,10 +28,8 @@ def shipped() -> dict[str, str]:
 def shipped_path(name: str) -> Path:
     path = SCENARIO_DIR / f"{name}.yaml"
     if not path.exists():
-        import difflib
 
         names = sorted(shipped())
-        near = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        hint = did_you_mean(name, names)
         raise ScenarioError(f"{name}: no such scenario file or shipped scenario{hint}; shipped: {', '.join(names)}")
     return path

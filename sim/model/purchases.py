@@ -1,4 +1,4 @@
-"""Customers: their state, and how they behave between two events of the timeline.
+"""How a customer buys between two events of the timeline, drawn for a shard's customers at once.
 
 Each customer is an agent with its own state (segment, intensity, last purchase, lifecycle).
 Between two events that can change intensity (an intervention, a drift step, the month end, its
@@ -11,92 +11,17 @@ after each repeat purchase (BG/NBD's dropout); a customer who drops out buys no 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
-
 import numpy as np
-import simpy
 
-from sim import keyed
-from sim.calendar import seasonal_bound, seasonal_factor
+from sim.contracts import NEW_CUSTOMER
+from sim.model import keyed
+from sim.model.agents import Agents, Purchases
+from sim.model.calendar import seasonal_bound, seasonal_factor
+from sim.model.rates import Rates
 from sim.scenario import Seasonality
-from sim.segments import CATEGORY_WEIGHTS, NEW_CUSTOMER
+from sim.scenario.defaults import CATEGORY_WEIGHTS
 
-__all__ = ["Agents", "Purchases", "Rates", "advance", "customer", "graduating"]
-
-_CATEGORY_CDF = np.cumsum(CATEGORY_WEIGHTS / CATEGORY_WEIGHTS.sum())
-
-
-@dataclass
-class Agents:
-    """Per-customer state of one shard, as parallel arrays (one element per customer)."""
-
-    customer_id: np.ndarray  # int64
-    segment: np.ndarray  # int8, current segment code
-    since: np.ndarray  # float64 engine time of signup
-    t0: np.ndarray  # float64, where the intensity decay clock starts
-    het: np.ndarray  # float64, frequency multiplier (mean 1)
-    spend_scale: np.ndarray  # float64, spend multiplier (correlated with het)
-    last: np.ndarray  # float64, last purchase time (NaN: none yet)
-    dropout: np.ndarray  # float64, latent dropout time (NaN: still active)
-    graduate_at: np.ndarray  # float64 (NaN: not a new customer any more)
-    grad_to: np.ndarray  # int8, segment after graduation (-1: none)
-    flags: np.ndarray  # uint64, bit j set: reached by effect j (interventions, experiment arms)
-    due: np.ndarray  # float64, operational time left until the next candidate purchase
-
-    def __len__(self) -> int:
-        return len(self.customer_id)
-
-    @classmethod
-    def empty(cls) -> Agents:
-        return cls.from_columns({})
-
-    @classmethod
-    def from_columns(cls, cols: dict[str, np.ndarray]) -> Agents:
-        return cls(**{f.name: np.asarray(cols.get(f.name, np.empty(0, _DTYPES[f.name])), _DTYPES[f.name])
-                      for f in fields(cls)})
-
-    def columns(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def extend(self, other: Agents) -> Agents:
-        return Agents(**{k: np.concatenate([v, getattr(other, k)]) for k, v in self.columns().items()})
-
-
-_DTYPES = {
-    "customer_id": np.int64, "segment": np.int8, "since": np.float64, "t0": np.float64,
-    "het": np.float64, "spend_scale": np.float64, "last": np.float64, "dropout": np.float64,
-    "graduate_at": np.float64, "grad_to": np.int8, "flags": np.uint64, "due": np.float64,
-}
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Per-segment parameters in force during one block (calibration and drift applied)."""
-
-    purchase_rate: np.ndarray
-    decay_per_year: np.ndarray
-    spend_median: np.ndarray
-    spend_sigma: np.ndarray
-    dropout_hazard: np.ndarray
-    regularity: np.ndarray
-    app_share: np.ndarray
-    store_share: np.ndarray
-    recency_scale: float
-    dropout_per_purchase: np.ndarray | None = None  # chance of leaving after each repeat purchase (mean)
-    dropout_concentration: float | None = None  # Beta concentration of that chance across customers
-
-
-@dataclass
-class Purchases:
-    """Purchases drawn in one block, in (customer, time) order."""
-
-    customer_id: np.ndarray
-    t: np.ndarray
-    amount: np.ndarray
-    segment: np.ndarray
-    channel: np.ndarray  # int8 code into CHANNELS
-    category: np.ndarray  # int8 code into CATEGORIES
+_CATEGORY_CDF = np.cumsum(np.asarray(CATEGORY_WEIGHTS) / sum(CATEGORY_WEIGHTS))
 
 
 def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarray:
@@ -259,23 +184,6 @@ def _leave_after_purchase(agents: Agents, idx: np.ndarray, pi: np.ndarray, pt: n
         firsts = hs[np.r_[True, pi[hs][1:] != pi[hs][:-1]]]
         leave_t[pi[firsts]] = pt[firsts]
     return leave_t
-
-
-def customer(env: simpy.Environment, agents: Agents, i: int, events: list[tuple[float, str]]) -> Iterator[simpy.Event]:
-    """Customer ``i``'s process this month: it wakes at each of its lifecycle events, in time order.
-
-    Its purchases up to the next timeline event were drawn in one wake-up (:func:`advance`); what is
-    left are the moments its own state changes: graduating to its next segment, and dropping out,
-    which ends the process.
-    """
-    for t, kind in events:
-        yield env.timeout(t - env.now)
-        if kind == "graduate":
-            agents.segment[i] = agents.grad_to[i]
-            agents.graduate_at[i] = np.nan
-        else:
-            agents.dropout[i] = t
-            return
 
 
 def graduating(agents: Agents, idx: np.ndarray, t1: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The guide's four segments, as default parameters.
+"""Default parameters of the guide's four segments.
 
 Sources: shares, ages and tenures are the guide's segment table. Frequencies and spends keep the
 table's order (young_active buys most often, mid_stable spends most, senior_declining buys least and
@@ -11,18 +11,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-
-__all__ = ["CATEGORIES", "CHANNELS", "DEFAULT_SEGMENTS", "SEGMENTS", "segment_code"]
-
-SEGMENTS: tuple[str, ...] = ("young_active", "mid_stable", "senior_declining", "new_customer")
-NEW_CUSTOMER = SEGMENTS.index("new_customer")
-CHANNELS: tuple[str, ...] = ("web", "app", "store")
-CATEGORIES: tuple[str, ...] = (
-    "groceries", "fashion", "electronics", "home", "beauty", "sports", "books", "travel",
-)
-# Share of purchases per category: everyday goods dominate, as in retail baskets.
-CATEGORY_WEIGHTS = np.array([0.30, 0.16, 0.10, 0.14, 0.10, 0.08, 0.07, 0.05])
+__all__ = ["CATEGORY_WEIGHTS", "DEFAULT_SEGMENTS"]
 
 DEFAULT_SEGMENTS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType({
     "young_active": MappingProxyType({
@@ -51,7 +40,6 @@ DEFAULT_SEGMENTS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingPro
     }),
 })
 
-
-def segment_code(name: str) -> int:
-    """The int8 code a segment is stored as in engine state."""
-    return SEGMENTS.index(name)
+# Share of purchases per category (contracts.CATEGORIES order): everyday goods dominate, as in
+# retail baskets.
+CATEGORY_WEIGHTS: tuple[float, ...] = (0.30, 0.16, 0.10, 0.14, 0.10, 0.08, 0.07, 0.05)

@@ -22,18 +22,13 @@ from typing import Literal
 
 import numpy as np
 
-from sim.calendar import Period
-from sim.customer import Agents
-from sim.engine import (
-    Calibration,
-    RunState,
-    ShardMonth,
-    ShardRunner,
-    _arrivals,
-    _shards_for,
-    local_runner,
-    simulate_shard,
-)
+from sim.engine.month import simulate_shard
+from sim.engine.state import RunState, ShardMonth
+from sim.engine.step import ShardRunner, local_runner, shards_for
+from sim.model.agents import Agents
+from sim.model.calendar import Period
+from sim.model.population import arrivals
+from sim.model.rates import TargetScales
 from sim.scenario import Scenario, scenario_from_dict
 
 __all__ = ["ProcessRunner", "close_runner", "make_runner"]
@@ -57,7 +52,7 @@ def _scenario(wire: tuple[str, dict | None]) -> Scenario:
     return _SCENARIOS[digest]
 
 
-def _run_in_worker(wire: tuple[str, dict | None], c: Calibration, shard: int, agents: Agents | int,
+def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, agents: Agents | int,
                    period: Period, ids: np.ndarray, t: np.ndarray) -> tuple[Agents, ShardMonth]:
     """Simulate one shard-month; an int ``agents`` names the resident state after that period."""
     s = _scenario(wire)
@@ -115,7 +110,7 @@ def _shutdown(pools: list[ProcessPoolExecutor]) -> None:
 class _Speculation:
     """Next month, started in the workers before the coordinator asked for it."""
 
-    key: tuple[str, Calibration, int]
+    key: tuple[str, TargetScales, int]
     period: Period
     plan: Plan
     inputs: dict[int, Agents]
@@ -204,8 +199,8 @@ class ProcessRunner:
             after = replace(state, period=period, shards={**state.shards, **{m.shard: a for a, m in results}},
                             next_customer_id=state.next_customer_id + sum(len(ids) for ids, _ in plan.values()))
             nxt = after.next_period()
-            ids, t = _arrivals(after.scenario, nxt, after.next_customer_id)
-            nxt_plan = _shards_for(after, ids, t)
+            ids, t = arrivals(after.scenario, nxt, after.next_customer_id)
+            nxt_plan = shards_for(after, ids, t)
         except Exception:  # past the horizon or otherwise unplannable: just don't start early
             log.debug("no speculative month after %s", period.label, exc_info=True)
             return
@@ -250,7 +245,7 @@ def make_runner(*, workers: int | None = None, engine: Literal["local", "spark"]
     # Default: one core is left to the coordinator, which commits month k while month k+1 runs.
     n = workers or max((os.cpu_count() or 1) - 1, 1)
     if engine == "spark":
-        from sim.spark import SparkRunner
+        from sim.execute.spark import SparkRunner
 
         return SparkRunner(cores=n)
     if engine != "local":

@@ -16,12 +16,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from sim.engine import Calibration, initial_state, local_runner, run_periods
+from sim.engine.labels import label_arrays
+from sim.engine.state import initial_state
+from sim.engine.step import local_runner, run_periods
 from sim.errors import InfeasibleTargetError
-from sim.labels import label_arrays
+from sim.model.rates import TargetScales
 from sim.scenario import Scenario
 
-__all__ = ["calibrate", "measure"]
+__all__ = ["measure", "solve_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ _MIN_HAZARD_SCALE = 1e-4
 _MAX_HAZARD_SCALE = 1e3
 
 
-def measure(s: Scenario, c: Calibration) -> tuple[float, float]:
+def measure(s: Scenario, c: TargetScales) -> tuple[float, float]:
     """(purchases per customer, label churn rate at the last month end) of a whole run."""
     purchases = 0
     state = initial_state(s, c)
@@ -50,15 +52,15 @@ def _pilot(s: Scenario, size: int) -> Scenario:
     return replace(s, population=replace(s.population, size=n, shard_size=max(n, 100)))
 
 
-def calibrate(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> Calibration:
+def solve_targets(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> TargetScales:
     """Scales that make ``s`` meet its targets; the identity when it sets none."""
     want_txn, want_churn = s.targets.avg_transactions_per_customer, s.targets.churn_rate
     if want_txn is None and want_churn is None:
-        return Calibration()
+        return TargetScales()
     pilot = _pilot(s, pilot_size)
 
     def residual(x: np.ndarray) -> np.ndarray:
-        txn, churn = measure(pilot, Calibration(math.exp(x[0]), math.exp(x[1])))
+        txn, churn = measure(pilot, TargetScales(math.exp(x[0]), math.exp(x[1])))
         r = np.array([math.log(max(txn, 1e-9) / want_txn) if want_txn else 0.0,
                       churn - want_churn if want_churn is not None else 0.0])
         log.debug("calibration at %s: %.3f purchases/customer, churn %.4f", np.exp(x).round(4), txn, churn)
@@ -75,7 +77,7 @@ def calibrate(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> Calibration:
             jac[:, j] = (residual(x + step) - r) / 0.3
     for _ in range(12):
         if abs(r[0]) < _TXN_TOL and abs(r[1]) < _CHURN_TOL:
-            return Calibration(math.exp(x[0]), math.exp(x[1]))
+            return TargetScales(math.exp(x[0]), math.exp(x[1]))
         sub = np.ix_(free, free)
         dx = np.zeros(2)
         dx[free] = -np.linalg.solve(jac[sub], r[free])
@@ -93,15 +95,15 @@ def calibrate(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> Calibration:
             _infeasible(s, pilot, x_new)
         x, r = x_new, r_new
     if abs(r[0]) < 3 * _TXN_TOL and abs(r[1]) < 3 * _CHURN_TOL:
-        return Calibration(math.exp(x[0]), math.exp(x[1]))
+        return TargetScales(math.exp(x[0]), math.exp(x[1]))
     _infeasible(s, pilot, x)
     raise AssertionError("unreachable")
 
 
 def _infeasible(s: Scenario, pilot: Scenario, x: np.ndarray) -> None:
     """Raise with the feasible churn range at the requested volume."""
-    floor = measure(pilot, Calibration(math.exp(x[0]), _MIN_HAZARD_SCALE))[1]
-    ceiling = measure(pilot, Calibration(math.exp(x[0]), _MAX_HAZARD_SCALE))[1]
+    floor = measure(pilot, TargetScales(math.exp(x[0]), _MIN_HAZARD_SCALE))[1]
+    ceiling = measure(pilot, TargetScales(math.exp(x[0]), _MAX_HAZARD_SCALE))[1]
     t = s.targets
     why = ("with so few purchases, live customers already go 60 days without buying"
            if t.churn_rate is not None and t.churn_rate < floor else

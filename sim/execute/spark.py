@@ -26,17 +26,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from sim.calendar import Period
-from sim.customer import Agents, Purchases
-from sim.engine import RunState, ShardMonth, initial_state, run_periods, simulate_shard
-from sim.metrics import DailyPartials
-from sim.records import month_tables
+from sim.batch.tables import month_tables
+from sim.engine.metrics import DailyPartials
+from sim.engine.month import simulate_shard
+from sim.engine.state import RunState, ShardMonth, initial_state
+from sim.engine.step import run_periods
+from sim.model.agents import Agents, Purchases
+from sim.model.calendar import Period
 from sim.scenario import Scenario, scenario_from_dict
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from sim.store import MonthWritten
+    from sim.lake.store import MonthWritten
 
 __all__ = ["SparkRunner", "local_session", "month_dataframes", "run_spark", "spark_months"]
 
@@ -205,7 +207,7 @@ def run_spark(
     The driver commits each month with deltalake (exactly once, resumable), so no Delta jars
     are needed; the lake is identical to a local run's.
     """
-    from sim import store
+    from sim.lake import store
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return store.run(scenario, lake, months=months, overwrite=overwrite, runner=SparkRunner(spark),
@@ -222,10 +224,10 @@ def spark_months(spark: SparkSession, scenario: Scenario, *, months: int | None 
 
     No lake is written: the caller saves each month (``saveAsTable``) before asking for the next.
     """
-    from sim.targets import calibrate
+    from sim.execute.targets import solve_targets
 
     runner = SparkRunner(spark)
-    before = initial_state(scenario, calibrate(scenario))
+    before = initial_state(scenario, solve_targets(scenario))
     for after, period, shard_months in run_periods(before, months, runner=runner):
         yield period, month_dataframes(spark, month_tables(before, period, shard_months))
         before = after

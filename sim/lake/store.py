@@ -38,11 +38,13 @@ import numpy as np
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from sim.calendar import Period, horizon_periods
-from sim.customer import Agents
-from sim.engine import Calibration, RunState, ShardRunner, initial_state, local_runner, step
+from sim.batch.tables import TABLES, month_tables
+from sim.engine.state import RunState, initial_state
+from sim.engine.step import ShardRunner, local_runner, step
 from sim.errors import ScenarioError, StorageError
-from sim.records import TABLES, month_tables
+from sim.model.agents import Agents
+from sim.model.calendar import Period, horizon_periods
+from sim.model.rates import TargetScales
 from sim.scenario import Scenario, scenario_from_dict
 
 __all__ = ["STATE_FORMAT", "LakeStatus", "MonthWritten", "append", "lake_status", "optimize", "run"]
@@ -151,7 +153,7 @@ def _state_from(table: pa.Table, meta: dict[str, Any]) -> RunState:
             shards[int(shard_col[chunk[0]])] = Agents.from_columns({k: v[chunk] for k, v in cols.items()})
     p = meta["period"]
     period = None if p is None else Period(p["index"], dt.date.fromisoformat(p["start"]), dt.date.fromisoformat(p["end"]))
-    return RunState(scenario=scenario, calibration=Calibration(**meta["calibration"]),
+    return RunState(scenario=scenario, calibration=TargetScales(**meta["calibration"]),
                     initial_size=meta["initial_size"], next_customer_id=meta["next_customer_id"],
                     next_transaction_id=meta["next_transaction_id"], period=period, shards=shards)
 
@@ -363,7 +365,7 @@ def run(
             or another process is writing it.
         InfeasibleTargetError: the scenario's targets cannot be met (nothing is written).
     """
-    from sim.targets import calibrate
+    from sim.execute.targets import solve_targets
 
     lake = Path(lake)
     if months is not None and months < 1:
@@ -389,10 +391,10 @@ def run(
         target = status.intent["target_period"]
         log.info("resuming the interrupted run after %s", state.period.label if state.period else "start")
     elif resume and status.meta is None and status.intent:
-        state = initial_state(scenario, Calibration(**status.intent["calibration"]))
+        state = initial_state(scenario, TargetScales(**status.intent["calibration"]))
         target = status.intent["target_period"]
     else:
-        calibration = calibrate(scenario)  # may refuse the targets: before the lake is touched
+        calibration = solve_targets(scenario)  # may refuse the targets: before the lake is touched
         state = initial_state(scenario, calibration)
     with _lock(lake):
         if overwrite and not resume:

@@ -21,33 +21,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sim.corruption import (
+from sim.contracts import AGE_MAX, AGE_MIN, AMOUNT_CAP
+from sim.quality.corrupt import (
     _EMAIL,
-    AGE_MAX,
-    AGE_MIN,
-    AMOUNT_CAP,
     BATCH_COLUMN,
-    ISSUE_KINDS,
-    MANIFEST_SCHEMA,
     _month_start_days,
-    add_data_quality_issues,
-    corrupt_month,
-    default_rates,
 )
 
-__all__ = [
-    "BATCH_COLUMN",
-    "ISSUE_KINDS",
-    "MANIFEST_SCHEMA",
-    "QualityReport",
-    "RuleResult",
-    "add_data_quality_issues",
-    "corrupt_month",
-    "default_rates",
-    "validate",
-    "validate_features",
-    "validate_lake",
-]
+__all__ = ["QualityReport", "RuleResult", "validate", "validate_features", "validate_lake"]
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sim import keyed
+from sim.model import keyed
 
 __all__ = ["identity_columns"]
 

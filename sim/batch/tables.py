@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from sim.calendar import Period, epoch_day
-from sim.population import identity_columns
-from sim.segments import CATEGORIES, CHANNELS, SEGMENTS
+from sim.contracts import CATEGORIES, CHANNELS, SEGMENTS
+from sim.model.calendar import Period, epoch_day
+from sim.model.identity import identity_columns
 
 if TYPE_CHECKING:
-    from sim.engine import RunState, ShardMonth
+    from sim.engine.state import RunState, ShardMonth
 
 __all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "days_to_date32", "month_tables"]
 

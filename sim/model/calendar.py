@@ -10,7 +10,7 @@ import datetime as dt
 
 import numpy as np
 
-from sim.scenario import Calendar, Seasonality
+from sim.scenario.schema import Calendar, Seasonality
 
 __all__ = ["Period", "day_of", "epoch_day", "horizon_end", "horizon_periods", "next_period", "seasonal_factor"]
 

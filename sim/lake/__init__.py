@@ -1,0 +1,3 @@
+"""The lake: the only Delta writer. Monthly commits exactly once, engine state, status, the lock and
+maintenance.
+"""

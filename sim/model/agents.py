@@ -1,0 +1,62 @@
+"""Customers as agents: each one's state, held for a shard as parallel arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+
+@dataclass
+class Agents:
+    """Per-customer state of one shard, as parallel arrays (one element per customer)."""
+
+    customer_id: np.ndarray  # int64
+    segment: np.ndarray  # int8, current segment code
+    since: np.ndarray  # float64 engine time of signup
+    t0: np.ndarray  # float64, where the intensity decay clock starts
+    het: np.ndarray  # float64, frequency multiplier (mean 1)
+    spend_scale: np.ndarray  # float64, spend multiplier (correlated with het)
+    last: np.ndarray  # float64, last purchase time (NaN: none yet)
+    dropout: np.ndarray  # float64, latent dropout time (NaN: still active)
+    graduate_at: np.ndarray  # float64 (NaN: not a new customer any more)
+    grad_to: np.ndarray  # int8, segment after graduation (-1: none)
+    flags: np.ndarray  # uint64, bit j set: reached by effect j (interventions, experiment arms)
+    due: np.ndarray  # float64, operational time left until the next candidate purchase
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    @classmethod
+    def empty(cls) -> Agents:
+        return cls.from_columns({})
+
+    @classmethod
+    def from_columns(cls, cols: dict[str, np.ndarray]) -> Agents:
+        return cls(**{f.name: np.asarray(cols.get(f.name, np.empty(0, _DTYPES[f.name])), _DTYPES[f.name])
+                      for f in fields(cls)})
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def extend(self, other: Agents) -> Agents:
+        return Agents(**{k: np.concatenate([v, getattr(other, k)]) for k, v in self.columns().items()})
+
+
+_DTYPES = {
+    "customer_id": np.int64, "segment": np.int8, "since": np.float64, "t0": np.float64,
+    "het": np.float64, "spend_scale": np.float64, "last": np.float64, "dropout": np.float64,
+    "graduate_at": np.float64, "grad_to": np.int8, "flags": np.uint64, "due": np.float64,
+}
+
+
+@dataclass
+class Purchases:
+    """Purchases drawn in one block, in (customer, time) order."""
+
+    customer_id: np.ndarray
+    t: np.ndarray
+    amount: np.ndarray
+    segment: np.ndarray
+    channel: np.ndarray  # int8 code into CHANNELS
+    category: np.ndarray  # int8 code into CATEGORIES
