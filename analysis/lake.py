@@ -6,13 +6,15 @@ the latter makes the interpreter abort at exit in a share of runs (delta-rs #218
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-__all__ = ["read_table", "table_version", "table_path"]
+__all__ = ["last_label_date", "read_table", "table_path", "table_version"]
 
 
 def table_path(lake: str | Path, name: str) -> str:
@@ -41,3 +43,19 @@ def read_table(
 
 def table_version(lake: str | Path, name: str) -> int:
     return DeltaTable(table_path(lake, name)).version()
+
+
+def last_label_date(lake: str | Path, *, version: int | None = None) -> dt.date:
+    """The lake's last month end: its latest ``customer_labels.label_date``.
+
+    The run labels at every month end and at the last day of a partial last month, so this is
+    where the lake's data ends, read from the lake alone.
+
+    Raises:
+        ValueError: the labels table holds no rows.
+    """
+    dates = read_table(lake, "customer_labels", version=version, columns=["label_date"]).column("label_date")
+    last = pc.max(dates).as_py()
+    if last is None:
+        raise ValueError(f"{table_path(lake, 'customer_labels')}: no label dates yet; pass --as-of DATE")
+    return last

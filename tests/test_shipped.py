@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+import sim.scenario.shipped
 from sim import load_scenario, simulate
 from sim.cli import main
+from sim.errors import SimError
 from sim.scenario.shipped import shipped, shipped_path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(name: str, *overrides: str, env: str | None = None) -> dict[str, pd.DataFrame]:
     s = load_scenario(shipped_path(name), overrides=overrides, env=env)
     return {k: v.to_pandas() for k, v in simulate(s).items()}
+
+
+def test_the_package_finds_the_top_level_scenarios_folder():
+    # One copy in the checkout: sim/scenarios (what the wheel carries) is the top-level folder.
+    assert (ROOT / "sim" / "scenarios").resolve() == (ROOT / "scenarios").resolve()
+    assert set(shipped()) == {p.stem for p in (ROOT / "scenarios").glob("*.yaml")}
+    assert shipped_path("dev").read_bytes() == (ROOT / "scenarios" / "dev.yaml").read_bytes()
+
+
+def test_missing_shipped_scenarios_are_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sim.scenario.shipped, "SCENARIO_DIR", tmp_path / "gone")
+    with pytest.raises(SimError, match=r"gone: the shipped scenarios are missing; reinstall churnsim$"):
+        shipped()
 
 
 def _month(dates: pd.Series) -> pd.Series:

@@ -8,24 +8,28 @@ from __future__ import annotations
 import click
 
 from sim import __version__
-from sim.cli._common import setup_logging
+from sim.cli._common import verbosity_options
 
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Gives every command it adds the shared ``-q``/``-v``, so they work after the subcommand too."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(verbosity_options(cmd), name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="churnsim")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors and results; no progress bars.")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@verbosity_options
 @click.pass_context
-def main(ctx: click.Context, quiet: bool, verbose: int) -> None:
+def main(ctx: click.Context) -> None:
     """Simulate customers, transactions, churn labels and daily metrics into a Delta lake.
 
     Exit codes: 0 ok, 1 checks failed or the lake refused, 2 bad input.
     """
     ctx.ensure_object(dict)
-    ctx.obj["quiet"] = quiet
-    setup_logging(quiet, verbose)
 
 
 # Each module adds its commands to ``main``.

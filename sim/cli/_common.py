@@ -81,4 +81,37 @@ def lake_option(fn: F) -> F:
 
 def setup_logging(quiet: bool, verbose: int) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    # Set the level apart from basicConfig: a -q or -v after the subcommand comes second.
+    root.setLevel(level)
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: bool | int) -> None:
+    obj = ctx.ensure_object(dict)
+    if "verbose" not in obj:
+        obj.update(quiet=False, verbose=0)
+        # Undo at the end: in-process callers (CliRunner, scripts) run many commands in one interpreter.
+        root = logging.getLogger()
+        ctx.find_root().call_on_close(functools.partial(root.setLevel, root.level))
+    if param.name == "quiet":
+        obj["quiet"] = obj["quiet"] or bool(value)
+    else:
+        obj["verbose"] += int(value)
+    setup_logging(obj["quiet"], obj["verbose"])
+
+
+def verbosity_options(fn: F) -> F:
+    """``-q`` and ``-v``: on the group and on every subcommand, so they go before or after it.
+
+    Given in both places they add up (``-v run ... -v`` is ``-vv``); the result is in
+    ``ctx.obj["quiet"]`` and ``ctx.obj["verbose"]``.
+    """
+    if isinstance(fn, click.Command) and any(p.name == "quiet" for p in fn.params):
+        return fn
+    fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=_verbosity,
+                      help="More logging (-vv for debug).")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_verbosity,
+                      help="Print only errors and results; no progress bars.")(fn)
+    return fn

@@ -55,24 +55,28 @@ def _window(ctx: click.Context, param: click.Parameter, value: str):
 
 @main.command()
 @lake_option
-@click.option("--as-of", "as_of", required=True, callback=_date, metavar="DATE",
-              help="Snapshot date: only transactions strictly before it count.")
+@click.option("--as-of", "as_of", default=None, callback=_date, metavar="DATE",
+              help="Snapshot date: only transactions strictly before it count. Default: the lake's last "
+                   "month end (its latest label date).")
 @click.option("--every", type=click.Choice(["month"]), default=None,
               help="Also write a snapshot at every month end from the first transaction up to --as-of.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 @_analysis_errors
-def features(lake: str, as_of: dt.date, every: str | None, as_json: bool) -> None:
+def features(lake: str, as_of: dt.date | None, every: str | None, as_json: bool) -> None:
     """Write point-in-time customer features to LAKE/customer_features.
 
     One Delta commit per as-of date; re-running a date replaces its snapshot.
 
     \b
     Example:
-      churnsim features --lake ./lake --as-of 2024-12-31 --every month
+      churnsim features --lake ./lake --every month
     """
     from analysis.features import load_inputs, month_ends, write_features
+    from analysis.lake import last_label_date
 
+    if as_of is None:
+        as_of = last_label_date(lake)
     dates = [as_of]
     if every == "month":
         _, tx = load_inputs(lake)

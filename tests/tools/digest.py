@@ -43,10 +43,9 @@ def main() -> int:
     ap.add_argument("--months", type=int, default=4)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    from sim.shipped import shipped, shipped_path
-
-    from sim import store
+    from sim.lake import store
     from sim.scenario import load_scenario
+    from sim.scenario.shipped import shipped, shipped_path
 
     out: dict[str, dict[str, str]] = {}
     for name in sorted(shipped()):
