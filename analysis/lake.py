@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-__all__ = ["last_label_date", "read_table", "table_path", "table_version"]
+__all__ = ["last_label_date", "read_table", "table_path"]
 
 
 def table_path(lake: str | Path, name: str) -> str:
@@ -40,9 +40,6 @@ def read_table(
     dataset = ds.dataset(files, format="parquet", schema=schema)
     return dataset.to_table(columns=columns, filter=filter)
 
-
-def table_version(lake: str | Path, name: str) -> int:
-    return DeltaTable(table_path(lake, name)).version()
 
 
 def last_label_date(lake: str | Path, *, version: int | None = None) -> dt.date:

@@ -68,19 +68,19 @@ PRESETS: dict[str, DataConfig] = {
 }
 
 
-def simulate(scenario: Scenario, *, months: int | None = None, calibration: TargetScales | None = None,
+def simulate(scenario: Scenario, *, months: int | None = None, scales: TargetScales | None = None,
              runner: ShardRunner = local_runner) -> dict[str, pa.Table]:
     """Run a scenario in memory and return the four tables.
 
     Args:
         scenario: the scenario to run.
         months: months to simulate (default: the horizon).
-        calibration: scales to use instead of calibrating to the scenario's targets; pass the
-            original run's (``sim.targets.calibrate(original)``) to a counterfactual twin so the
+        scales: target scales to use instead of solving the scenario's targets; pass the
+            original run's (``sim.execute.targets.solve_targets(original)``) to a counterfactual twin so the
             two share every random number.
-        runner: how shards run (:func:`sim.parallel.make_runner`); the tables do not depend on it.
+        runner: how shards run (:func:`sim.execute.parallel.make_runner`); the tables do not depend on it.
     """
-    state: RunState = initial_state(scenario, calibration or solve_targets(scenario))
+    state: RunState = initial_state(scenario, scales or solve_targets(scenario))
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     before = state
     for after, period, shard_months in run_periods(state, months, runner=runner):

@@ -2,8 +2,8 @@
 
 Jobs (each returns plain numbers, the CLI prints them):
 
-* ``in_memory``: a preset end to end with :func:`sim.api.simulate` (calibration included).
-* ``to_delta``: the same preset with :func:`sim.store.run` into a temporary lake (with the
+* ``in_memory``: a preset end to end with :func:`sim.api.simulate` (solving the targets included).
+* ``to_delta``: the same preset with :func:`sim.lake.store.run` into a temporary lake (with the
   largest worker process's peak RSS).
 * ``speedup``: ``to_delta`` with one worker and with two.
 * ``floor``: a whole-array numpy generator of the same volume (same customers, the same row
@@ -107,7 +107,7 @@ class _TimedRunner:
 
 
 def to_delta_job(s: Scenario, *, workers: int | None = None, lake: Path | None = None) -> dict[str, Any]:
-    """``sim.store.run`` into a (temporary) lake: seconds, rows per table per month, shard time."""
+    """``sim.lake.store.run`` into a (temporary) lake: seconds, rows per table per month, shard time."""
     from sim.execute.parallel import close_runner, make_runner
     from sim.lake import store
 

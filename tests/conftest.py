@@ -18,7 +18,7 @@ ANALYSIS_SPEND_DRIFT: dict = {
     "drifts": [{"name": "spend_up", "parameter": "spend_median", "start": "2024-07-01", "multiplier": 1.25}],
 }
 # assign_date is not a month's first day: the engine drops effects starting exactly on a period
-# start (sim/engine.py _breakpoints uses period.t0 < t), reported to the lead.
+# start (see sim/model/effects.py breakpoints).
 ANALYSIS_EXPERIMENT: dict = {
     **ANALYSIS_SMALL,
     "name": "retention_ab",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -13,7 +15,7 @@ MALFORMED = [
     ('unknown_top_key', 'seeed: 3\n',
      "Error: {file}: seeed: unknown key (did you mean 'seed'?); expected one of schema_version, name, description, seed, calendar, seasonality, population, targets, interventions, drifts, experiments, corruption, notes (got 3)"),
     ('unknown_nested_key', 'population:\n  sise: 10\n',
-     "Error: {file}: population.sise: unknown key (did you mean 'size'?); expected one of size, shard_size, recency_scale_days, segments, heterogeneity, acquisition (got 10)"),
+     "Error: {file}: population.sise: unknown key (did you mean 'size'?); expected one of size, shard_size, recency_scale_days, segments, heterogeneity, acquisition, category_weights (got 10)"),
     ('wrong_type_size', 'population:\n  size: lots\n',
      "Error: {file}: population.size: expected an integer (got 'lots')"),
     ('float_size', 'population:\n  size: 10.5\n',
@@ -143,3 +145,44 @@ def test_scenarios_are_frozen():
     s = scenario_from_dict({})
     with pytest.raises(AttributeError):
         s.seed = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- model numbers as keys
+
+
+def test_category_weights_choose_the_categories():
+    from sim import simulate
+
+    s = scenario_from_dict({"seed": 3, "calendar": {"months": 1}, "population": {
+        "size": 300, "category_weights": {"books": 1.0, "travel": 3.0}}})
+    cats = simulate(s)["raw_transactions"].column("category").to_pylist()
+    assert set(cats) == {"books", "travel"} and 0.6 < cats.count("travel") / len(cats) < 0.9
+
+
+@pytest.mark.parametrize("weights, expected", [
+    ({"bookz": 1.0}, "population.category_weights.bookz: expected one of groceries, "),
+    ({"books": -1.0}, "population.category_weights.books: expected a non-negative weight (got -1.0)"),
+    ({"books": 0.0}, "population.category_weights: expected at least one positive weight"),
+])
+def test_bad_category_weights_are_refused(weights, expected):
+    with pytest.raises(ScenarioError, match=re.escape(expected)):
+        scenario_from_dict({"population": {"category_weights": weights}})
+
+
+def test_graduation_jitter_and_ramp_steps_are_keys():
+    import numpy as np
+
+    from sim.model.calendar import horizon_periods
+    from sim.model.effects import breakpoints
+    from sim.model.population import create_agents
+
+    s = scenario_from_dict({"population": {"acquisition": {"graduation_days": 50, "graduation_jitter_days": 0}}})
+    since = np.array([19_800.0, 19_850.5])
+    agents, _ = create_agents(s, np.array([1, 2]), np.full(2, 3, np.int8), since, 19_700.0, np.random.default_rng(0))
+    assert (agents.graduate_at - since).tolist() == [50.0, 50.0]
+    drift = {"name": "d", "parameter": "spend_median", "start": "2024-01-05", "shape": "ramp", "ramp_days": 20,
+             "multiplier": 2.0}
+    month = horizon_periods(scenario_from_dict({"calendar": {"months": 1}}).calendar)[0]
+    for step, count in ((7, 4), (2, 11)):
+        s = scenario_from_dict({"calendar": {"months": 1}, "drifts": [{**drift, "ramp_step_days": step}]})
+        assert len(breakpoints(s, month)) == count

@@ -223,9 +223,9 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
     experiment = experiment_of(data, name)
     from sim.execute.targets import solve_targets
 
-    # One calibration for all three runs: the twin must differ from the run by the treatment only.
+    # One set of target scales for all three runs: the twin must differ from the run by the treatment only.
     c = solve_targets(s)
-    runs = [simulate(x, calibration=c) for x in (s, scenario_from_dict(_neutralised(data)),
+    runs = [simulate(x, scales=c) for x in (s, scenario_from_dict(_neutralised(data)),
                                                  scenario_from_dict(_neutralised(data, seed=s.seed + 1)))]
     result = ab_readout(runs[0], experiment, twin=runs[1], independent=runs[2])
     if as_json:

@@ -146,7 +146,7 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
                    arrival_ids: np.ndarray, arrival_t: np.ndarray, *, outputs: bool = True) -> tuple[Agents, ShardMonth]:
     """Simulate one shard for one month; returns its new state and the month's arrays.
 
-    With ``outputs=False`` (calibration pilots) labels and daily metrics are not computed.
+    With ``outputs=False`` (the targets' pilots) labels and daily metrics are not computed.
     """
     start = float(epoch_day(s.calendar.start_date))
     new_cols: dict[str, np.ndarray] = {}

@@ -19,7 +19,7 @@ class RunState:
     """Everything needed to simulate the next month: checkpointed with every month."""
 
     scenario: Scenario
-    calibration: TargetScales
+    scales: TargetScales
     initial_size: int
     next_customer_id: int
     next_transaction_id: int
@@ -43,8 +43,8 @@ class ShardMonth:
     daily: DailyPartials
 
 
-def initial_state(s: Scenario, calibration: TargetScales) -> RunState:
+def initial_state(s: Scenario, scales: TargetScales) -> RunState:
     """The state before the first month: the initial population, placed in shards by id."""
     n_init = s.population.size - acquisition_total(s)
-    return RunState(scenario=s, calibration=calibration, initial_size=n_init,
+    return RunState(scenario=s, scales=scales, initial_size=n_init,
                     next_customer_id=n_init + 1, next_transaction_id=1)

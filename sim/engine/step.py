@@ -40,7 +40,7 @@ def local_runner(state: RunState, period: Period, plan: dict[int, tuple[np.ndarr
                  outputs: bool = True) -> Iterator[tuple[Agents, ShardMonth]]:
     """Run the shards one after another in this process."""
     for k, (ids, t) in plan.items():
-        yield simulate_shard(state.scenario, state.calibration, k, state.shards.get(k, Agents.empty()), period,
+        yield simulate_shard(state.scenario, state.scales, k, state.shards.get(k, Agents.empty()), period,
                              ids, t, outputs=outputs)
 
 

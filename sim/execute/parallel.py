@@ -1,6 +1,6 @@
 """How shards are executed: in this process, in worker processes, or as Spark tasks.
 
-A shard-month is a pure function of (scenario, calibration, shard id, shard state, period,
+A shard-month is a pure function of (scenario, target scales, shard id, shard state, period,
 arrivals), so where it runs cannot change a byte of output. The process runner gives each worker
 a fixed set of shards (``shard % workers``) and keeps their state resident there between months:
 only the arrivals go in and the month's arrays (and new state) come out. The resident copy is
@@ -117,7 +117,7 @@ class _Speculation:
     futures: list[Future[tuple[Agents, ShardMonth]]]
 
     def matches(self, state: RunState, period: Period, plan: Plan) -> bool:
-        return (self.key == (state.scenario.digest(), state.calibration, period.index)
+        return (self.key == (state.scenario.digest(), state.scales, period.index)
                 and (self.period.start, self.period.end) == (period.start, period.end)
                 and list(self.plan) == list(plan)
                 and all(state.shards.get(k) is self.inputs.get(k) for k in plan)
@@ -131,7 +131,7 @@ class ProcessRunner:
     After returning a month it starts the next one in the workers (from their resident state),
     so the coordinator's table building and Delta commits overlap the simulation. That result is
     used only if the coordinator then asks for exactly that month from exactly that state
-    (scenario, calibration, period, arrivals, and the state objects this runner returned);
+    (scenario, target scales, period, arrivals, and the state objects this runner returned);
     otherwise it is dropped and the month is run as asked.
 
     Use as a context manager (or call :meth:`close`); the pools are also shut down when the
@@ -174,7 +174,7 @@ class ProcessRunner:
             held, p = self._returned.get(k, (None, -1))
             wire = (digest, None if (k % self.workers, digest) in self._sent else data)
             self._sent.add((k % self.workers, digest))
-            futures.append(self._pool(k).submit(_run_in_worker, wire, state.calibration, k,
+            futures.append(self._pool(k).submit(_run_in_worker, wire, state.scales, k,
                                                 p if held is agents and len(agents) else agents, period, ids, t))
         return futures
 
@@ -205,7 +205,7 @@ class ProcessRunner:
             log.debug("no speculative month after %s", period.label, exc_info=True)
             return
         futures = self._submit(after, nxt, nxt_plan)
-        self._next = _Speculation((after.scenario.digest(), after.calibration, nxt.index), nxt, nxt_plan,
+        self._next = _Speculation((after.scenario.digest(), after.scales, nxt.index), nxt, nxt_plan,
                                   {k: after.shards.get(k) for k in nxt_plan}, futures)
 
     def worker_peak_rss_mb(self) -> list[float]:
@@ -240,7 +240,7 @@ def make_runner(*, workers: int | None = None, engine: Literal["local", "spark"]
         workers: processes (``local``) or Spark local cores (``spark``); default: all cores but
             one (the coordinator's Delta writer uses it).
             With ``engine='local'`` and one worker, shards run in this process (``local_runner``).
-        engine: ``local`` (worker processes) or ``spark`` (Spark tasks, see :mod:`sim.spark`).
+        engine: ``local`` (worker processes) or ``spark`` (Spark tasks, see :mod:`sim.execute.spark`).
     """
     # Default: one core is left to the coordinator, which commits month k while month k+1 runs.
     n = workers or max((os.cpu_count() or 1) - 1, 1)

@@ -1,16 +1,16 @@
 """The Spark engine: a month's shards run as Spark tasks (``mapInArrow``).
 
 Each month the driver builds a DataFrame with one row per shard: the shard id, its state and its
-arrivals, serialised as Arrow IPC bytes. ``mapInArrow`` runs :func:`sim.engine.simulate_shard`
+arrivals, serialised as Arrow IPC bytes. ``mapInArrow`` runs :func:`sim.engine.month.simulate_shard`
 on each row in a Python worker and returns the new state and the month's arrays, again as IPC
 bytes; the driver collects them (in shard order) and the ordinary store commits the month.
 
 Why the driver commits: Spark here has no Delta jars, and the store's exactly-once protocol
-(application transactions per table, state committed last) lives in :mod:`sim.store`. Collecting
+(application transactions per table, state committed last) lives in :mod:`sim.lake.store`. Collecting
 one month of arrays is bounded by the month's size, not the run's, and the tables are
 byte-identical to the local engine's because the same code builds them from the same arrays.
 On Databricks, :func:`month_dataframes` turns a month's Arrow tables into Spark DataFrames for
-``saveAsTable``, and :func:`spark_months` yields them month by month.
+``saveAsTable``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from sim.batch.tables import month_tables
 from sim.engine.metrics import DailyPartials
 from sim.engine.month import simulate_shard
-from sim.engine.state import RunState, ShardMonth, initial_state
-from sim.engine.step import run_periods
+from sim.engine.state import RunState, ShardMonth
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.scenario import Scenario, scenario_from_dict
@@ -40,7 +38,7 @@ if TYPE_CHECKING:
 
     from sim.lake.store import MonthWritten
 
-__all__ = ["SparkRunner", "local_session", "month_dataframes", "run_spark", "spark_months"]
+__all__ = ["SparkRunner", "local_session", "month_dataframes", "run_spark"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def _unpack_month(shard: int, data: bytes) -> ShardMonth:
 # --------------------------------------------------------------------------- the tasks
 
 
-def _shard_task(scenario: dict[str, Any], calibration: Any, period: Period) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def _shard_task(scenario: dict[str, Any], scales: Any, period: Period) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function for one month (runs in Spark's Python workers)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -115,7 +113,7 @@ def _shard_task(scenario: dict[str, Any], calibration: Any, period: Period) -> C
             shards, states, months = [], [], []
             for shard, state, arrivals in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
                 arr = unpack(arrivals)
-                agents, month = simulate_shard(s, calibration, shard, Agents.from_columns(unpack(state)), period,
+                agents, month = simulate_shard(s, scales, shard, Agents.from_columns(unpack(state)), period,
                                                arr["ids"], arr["t"])
                 shards.append(shard)
                 states.append(pack(agents.columns()))
@@ -156,7 +154,7 @@ class SparkRunner:
         spark = self.spark
         parts = max(1, min(len(plan), spark.sparkContext.defaultParallelism * 2))
         df = spark.createDataFrame(rows, schema=_IN_SCHEMA).repartition(parts)
-        task = _shard_task(state.scenario.to_dict(), state.calibration, period)
+        task = _shard_task(state.scenario.to_dict(), state.scales, period)
         out = df.mapInArrow(task, _OUT_SCHEMA).toArrow()
         by_shard = {}
         for shard, st, month in zip(*(out.column(n).to_pylist() for n in ("shard", "state", "month")), strict=True):
@@ -202,7 +200,7 @@ def run_spark(
     overwrite: bool = False,
     progress: Callable[[MonthWritten], None] | None = None,
 ) -> RunState:
-    """:func:`sim.store.run` with the shards of every month run as tasks of ``spark``.
+    """:func:`sim.lake.store.run` with the shards of every month run as tasks of ``spark``.
 
     The driver commits each month with deltalake (exactly once, resumable), so no Delta jars
     are needed; the lake is identical to a local run's.
@@ -218,16 +216,3 @@ def month_dataframes(spark: SparkSession, tables: dict[str, pa.Table]) -> dict[s
     """A month's Arrow tables as Spark DataFrames (e.g. ``df.write.mode('append').saveAsTable(...)``)."""
     return {name: spark.createDataFrame(table) for name, table in tables.items()}
 
-
-def spark_months(spark: SparkSession, scenario: Scenario, *, months: int | None = None) -> Iterator[tuple[Period, dict[str, DataFrame]]]:
-    """Simulate on ``spark`` and yield each month's four tables as DataFrames, for Databricks.
-
-    No lake is written: the caller saves each month (``saveAsTable``) before asking for the next.
-    """
-    from sim.execute.targets import solve_targets
-
-    runner = SparkRunner(spark)
-    before = initial_state(scenario, solve_targets(scenario))
-    for after, period, shard_months in run_periods(before, months, runner=runner):
-        yield period, month_dataframes(spark, month_tables(before, period, shard_months))
-        before = after

@@ -63,7 +63,7 @@ def solve_targets(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> TargetScales:
         txn, churn = measure(pilot, TargetScales(math.exp(x[0]), math.exp(x[1])))
         r = np.array([math.log(max(txn, 1e-9) / want_txn) if want_txn else 0.0,
                       churn - want_churn if want_churn is not None else 0.0])
-        log.debug("calibration at %s: %.3f purchases/customer, churn %.4f", np.exp(x).round(4), txn, churn)
+        log.debug("target scales %s: %.3f purchases/customer, churn %.4f", np.exp(x).round(4), txn, churn)
         return r
 
     free = np.array([want_txn is not None, want_churn is not None])

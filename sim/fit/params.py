@@ -103,7 +103,7 @@ def params_scenario(p: Params, *, name: str, seed: int, start: dt.date, days: in
         },
         "notes": {
             "source": f"segments, rates, spend, dropout and seasonality fitted to {source} "
-                      "by simulation-based moment matching (sim.fitting)",
+                      "by simulation-based moment matching (sim.fit)",
             "population.size": "sized so the simulated log has as many buying customers as the real one",
             "population.heterogeneity.spend_correlation": "not fitted: 0",
             "targets": "left unset on purpose: the fitted rates are used as they are",

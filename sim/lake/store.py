@@ -131,7 +131,7 @@ def _meta(state: RunState) -> dict[str, Any]:
         "scenario": state.scenario.to_dict(),
         "scenario_digest": state.scenario.digest(),
         "seed": state.scenario.seed,
-        "calibration": asdict(state.calibration),
+        "calibration": asdict(state.scales),
         "initial_size": state.initial_size,
         "next_customer_id": state.next_customer_id,
         "next_transaction_id": state.next_transaction_id,
@@ -153,7 +153,7 @@ def _state_from(table: pa.Table, meta: dict[str, Any]) -> RunState:
             shards[int(shard_col[chunk[0]])] = Agents.from_columns({k: v[chunk] for k, v in cols.items()})
     p = meta["period"]
     period = None if p is None else Period(p["index"], dt.date.fromisoformat(p["start"]), dt.date.fromisoformat(p["end"]))
-    return RunState(scenario=scenario, calibration=TargetScales(**meta["calibration"]),
+    return RunState(scenario=scenario, scales=TargetScales(**meta["calibration"]),
                     initial_size=meta["initial_size"], next_customer_id=meta["next_customer_id"],
                     next_transaction_id=meta["next_transaction_id"], period=period, shards=shards)
 
@@ -357,7 +357,7 @@ def run(
         lake: lake directory (created if missing).
         months: months to simulate (default: the scenario's horizon).
         overwrite: replace a lake that holds another or a finished run.
-        runner: how shards are executed (see :mod:`sim.parallel`).
+        runner: how shards are executed (see :mod:`sim.execute.parallel`).
         progress: called after each committed month.
 
     Raises:
@@ -394,8 +394,8 @@ def run(
         state = initial_state(scenario, TargetScales(**status.intent["calibration"]))
         target = status.intent["target_period"]
     else:
-        calibration = solve_targets(scenario)  # may refuse the targets: before the lake is touched
-        state = initial_state(scenario, calibration)
+        scales = solve_targets(scenario)  # may refuse the targets: before the lake is touched
+        state = initial_state(scenario, scales)
     with _lock(lake):
         if overwrite and not resume:
             for name in (*TABLES, MANIFEST_TABLE, "_churnsim/state", "_churnsim/intent.json", "_churnsim/scenario.json"):
@@ -404,7 +404,7 @@ def run(
         _write_json(_internal(lake) / "scenario.json", scenario.to_dict())
         _write_json(_internal(lake) / "intent.json", {
             "command": "run", "target_period": target, "scenario_digest": scenario.digest(),
-            "calibration": asdict(state.calibration)})
+            "calibration": asdict(state.scales)})
         carry = _from_ipc((status.meta or {}).get("carry")) if resume else None
         return _advance(lake, state, target, runner=runner, progress=progress, carry=carry)
 

@@ -12,17 +12,13 @@ import numpy as np
 
 from sim.scenario.schema import Calendar, Seasonality
 
-__all__ = ["Period", "day_of", "epoch_day", "horizon_end", "horizon_periods", "next_period", "seasonal_factor"]
+__all__ = ["Period", "epoch_day", "horizon_end", "horizon_periods", "next_period", "seasonal_factor"]
 
 _EPOCH = dt.date(1970, 1, 1)
 
 
 def epoch_day(d: dt.date) -> int:
     return (d - _EPOCH).days
-
-
-def day_of(t: float) -> dt.date:
-    return _EPOCH + dt.timedelta(days=int(np.floor(t)))
 
 
 def _month_end(d: dt.date) -> dt.date:

@@ -47,6 +47,7 @@ def breakpoints(s: Scenario, period: Period) -> list[tuple[float, str, object]]:
         if d.parameter == "acquisition_mix":
             continue
         t = float(epoch_day(d.start))
-        steps = [t] if d.shape == "step" else [t + k for k in range(0, d.ramp_days + 7, 7)]
+        step = d.ramp_step_days
+        steps = [t] if d.shape == "step" else [t + k for k in range(0, d.ramp_days + step, step)]
         pts.extend((x, "drift", d) for x in steps)
     return sorted((p for p in pts if period.t0 <= p[0] < period.t1), key=lambda p: p[0])

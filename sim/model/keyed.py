@@ -17,11 +17,11 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31, _S11 = (np.uint64(s) for s in (30, 27, 31, 11))
 
-# Stream tags: one per kind of draw, so no two draws share a key.
+# Stream tags: one per kind of draw, so no two draws share a key. A retired tag is never reused
+# (5 and 8 were), so the other streams keep their numbers.
 STREAMS = {
-    "gap": 1, "accept": 2, "dropout": 3, "amount_a": 4, "amount_b": 5, "channel": 6,
-    "category": 7, "hour": 8, "arrival": 9, "assign": 10, "identity": 11, "corrupt": 12, "leave": 13,
-    "leave_rank": 14,
+    "gap": 1, "accept": 2, "dropout": 3, "amount_a": 4, "channel": 6, "category": 7, "arrival": 9,
+    "assign": 10, "identity": 11, "corrupt": 12, "leave": 13, "leave_rank": 14,
 }
 
 

@@ -89,9 +89,10 @@ def create_agents(s: Scenario, ids: np.ndarray, segment: np.ndarray, since: np.n
     spend_scale = het ** het_cfg.spend_correlation * np.exp(het_cfg.spend_sigma * rng.standard_normal(n))
     shape = np.array([g.regularity for g in segs])[segment]
     grad_days = s.population.acquisition.graduation_days
+    jitter = s.population.acquisition.graduation_jitter_days
     is_new = segment == NEW_CUSTOMER
     # Graduation lands within a couple of weeks of the nominal day, never before the run starts.
-    grad_at = np.where(is_new, np.maximum(since + grad_days + rng.uniform(-14, 14, n), run_start), np.nan)
+    grad_at = np.where(is_new, np.maximum(since + grad_days + rng.uniform(-jitter, jitter, n), run_start), np.nan)
     cdf = graduation_mix(s, since)
     grad_to = np.where(is_new, (rng.uniform(size=n)[:, None] > cdf).sum(axis=1).clip(0, 2), -1)
     agents = Agents.from_columns({

@@ -19,9 +19,6 @@ from sim.model.agents import Agents, Purchases
 from sim.model.calendar import seasonal_bound, seasonal_factor
 from sim.model.rates import Rates
 from sim.scenario import Seasonality
-from sim.scenario.defaults import CATEGORY_WEIGHTS
-
-_CATEGORY_CDF = np.cumsum(np.asarray(CATEGORY_WEIGHTS) / sum(CATEGORY_WEIGHTS))
 
 
 def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarray:
@@ -153,7 +150,8 @@ def advance(
     app, store = rates.app_share[ps], rates.store_share[ps]
     channel = np.where(uch < app, 1, np.where(uch < app + store, 2, 0)).astype(np.int8)
     ucat = keyed.uniform(seed, "category", pc, period, block, pk)
-    category = np.minimum(np.searchsorted(_CATEGORY_CDF, ucat), len(_CATEGORY_CDF) - 1).astype(np.int8)
+    cdf = rates.category_cdf
+    category = np.minimum(np.searchsorted(cdf, ucat), len(cdf) - 1).astype(np.int8)
     return Purchases(pc, pt, amount, ps.astype(np.int8), channel, category), idx[gone], drop_t[gone]
 
 

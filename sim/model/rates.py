@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.contracts import SEGMENTS
+from sim.contracts import CATEGORIES, SEGMENTS
 from sim.model.calendar import epoch_day
 from sim.scenario.schema import Drift, Scenario
 
 
 @dataclass(frozen=True)
 class Rates:
-    """Per-segment parameters in force during one block (calibration and drift applied)."""
+    """Per-segment parameters in force during one block (target scales and drift applied)."""
 
     purchase_rate: np.ndarray
     decay_per_year: np.ndarray
@@ -23,6 +23,7 @@ class Rates:
     regularity: np.ndarray
     app_share: np.ndarray
     store_share: np.ndarray
+    category_cdf: np.ndarray  # cumulative share of purchases per category (contracts.CATEGORIES order)
     recency_scale: float
     dropout_per_purchase: np.ndarray | None = None  # chance of leaving after each repeat purchase (mean)
     dropout_concentration: float | None = None  # Beta concentration of that chance across customers
@@ -65,5 +66,12 @@ def rates_at(s: Scenario, c: TargetScales, t: float) -> Rates:
         regularity=col("regularity"),
         app_share=col("app_share"),
         store_share=col("store_share"),
+        category_cdf=category_cdf(s),
         recency_scale=s.population.recency_scale_days,
     )
+
+
+def category_cdf(s: Scenario) -> np.ndarray:
+    """Cumulative category shares from ``population.category_weights`` (a category left out weighs 0)."""
+    w = np.array([s.population.category_weights.get(c, 0.0) for c in CATEGORIES], float)
+    return np.cumsum(w / w.sum())

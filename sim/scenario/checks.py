@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sim.contracts import ISSUE_KINDS
+from sim.contracts import CATEGORIES, ISSUE_KINDS
 from sim.scenario.hints import did_you_mean, fail
 from sim.scenario.schema import SEGMENT_NAMES, Scenario, Target
 
@@ -32,6 +32,14 @@ def check_scenario(s: Scenario, src: str) -> None:
     elif segs["new_customer"].share > 0 and sum(segs[k].share for k in SEGMENT_NAMES[:3]) <= 0:
         fail(src, "population.acquisition.mix", None,
               "a graduation mix when young_active, mid_stable and senior_declining all have share 0")
+    weights = s.population.category_weights
+    for k, v in weights.items():
+        if k not in CATEGORIES:
+            fail(src, f"population.category_weights.{k}", v, "one of " + ", ".join(CATEGORIES) + did_you_mean(k, CATEGORIES))
+        if v < 0:
+            fail(src, f"population.category_weights.{k}", v, "a non-negative weight")
+    if sum(weights.values()) <= 0:
+        fail(src, "population.category_weights", dict(weights), "at least one positive weight")
     cal = s.calendar
     if (cal.days is None) == (cal.months is None):
         fail(src, "calendar", {"days": cal.days, "months": cal.months}, "exactly one of days or months")

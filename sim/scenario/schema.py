@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sim.contracts import SEGMENTS
+from sim.contracts import CATEGORIES, SEGMENTS
+from sim.scenario.defaults import CATEGORY_WEIGHTS
 
 SCHEMA_VERSION = 1
 
@@ -60,6 +61,8 @@ class Acquisition:
 
     share: float = field(default=0.08, metadata=_rng(0, 1))
     graduation_days: float = field(default=90.0, metadata=_rng(1, 3650))
+    # Each graduation lands uniformly within this many days either side of graduation_days.
+    graduation_jitter_days: float = field(default=14.0, metadata=_rng(0, 365))
     mix: Mapping[str, float] | None = None
     window_days: int | None = field(default=None, metadata=_rng(1, 36_500))
     # Within the window, the share acquired by fraction x of it is x ** (1 / window_shape): 1 is
@@ -76,6 +79,8 @@ class Population:
     segments: Mapping[str, Segment] = field(default_factory=dict)
     heterogeneity: Heterogeneity = field(default_factory=Heterogeneity)
     acquisition: Acquisition = field(default_factory=Acquisition)
+    # Share of purchases per category (see contracts.CATEGORIES); normalised, so weights need not sum to 1.
+    category_weights: Mapping[str, float] = field(default_factory=lambda: dict(zip(CATEGORIES, CATEGORY_WEIGHTS, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class Drift:
     segment: str | None = None
     shape: Literal["step", "ramp"] = "step"
     ramp_days: int = field(default=60, metadata=_rng(1, 36_500))
+    # A ramp moves in steps this many days apart (each a moment the world changes: cost follows them).
+    ramp_step_days: int = field(default=7, metadata=_rng(1, 36_500))
     multiplier: float = field(default=1.0, metadata=_rng(0, 100))
     mix: Mapping[str, float] | None = None
 
