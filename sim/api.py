@@ -1,7 +1,7 @@
 """The guide's Python API: ``generate_dataset``, ``DataConfig``, ``SyntheticDataGenerator``.
 
 These are thin: a ``DataConfig`` becomes a :class:`~sim.scenario.Scenario`, which the engine runs
-month by month in memory (the same engine that writes the Delta lake).
+month by month in memory (:func:`sim.execute.drive.simulate`: the same loop that writes the Delta lake).
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from sim.batch.tables import SCHEMAS, TABLES, month_tables
-from sim.engine.state import RunState, initial_state
-from sim.engine.step import ShardRunner, local_runner, run_periods
-from sim.execute.targets import solve_targets
-from sim.model.rates import TargetScales
+from sim.execute.memory import simulate
 from sim.scenario import Scenario, scenario_from_dict
 
 __all__ = ["PRESETS", "DataConfig", "SyntheticDataGenerator", "generate_dataset", "simulate"]
@@ -66,28 +62,6 @@ PRESETS: dict[str, DataConfig] = {
     "medium": DataConfig(num_customers=10_000, avg_transactions_per_customer=15, date_range_days=365),
     "large": DataConfig(num_customers=100_000, avg_transactions_per_customer=20, date_range_days=730),
 }
-
-
-def simulate(scenario: Scenario, *, months: int | None = None, scales: TargetScales | None = None,
-             runner: ShardRunner = local_runner) -> dict[str, pa.Table]:
-    """Run a scenario in memory and return the four tables.
-
-    Args:
-        scenario: the scenario to run.
-        months: months to simulate (default: the horizon).
-        scales: target scales to use instead of solving the scenario's targets; pass the
-            original run's (``sim.execute.targets.solve_targets(original)``) to a counterfactual twin so the
-            two share every random number.
-        runner: how shards run (:func:`sim.execute.parallel.make_runner`); the tables do not depend on it.
-    """
-    state: RunState = initial_state(scenario, scales or solve_targets(scenario))
-    parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
-    before = state
-    for after, period, shard_months in run_periods(state, months, runner=runner):
-        for name, table in month_tables(before, period, shard_months).items():
-            parts[name].append(table)
-        before = after
-    return {name: pa.concat_tables(tabs) if tabs else SCHEMAS[name].empty_table() for name, tabs in parts.items()}
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 Jobs (each returns plain numbers, the CLI prints them):
 
-* ``in_memory``: a preset end to end with :func:`sim.api.simulate` (solving the targets included).
+* ``in_memory``: a preset end to end with :func:`sim.execute.memory.simulate` (solving the targets included).
 * ``to_delta``: the same preset with :func:`sim.lake.store.run` into a temporary lake (with the
   largest worker process's peak RSS).
 * ``speedup``: ``to_delta`` with one worker and with two.
@@ -77,8 +77,8 @@ def _profile_top(fn: Callable[[], Any], top: int) -> list[dict[str, Any]]:
 
 
 def in_memory_job(s: Scenario, *, profile: bool = False, top: int = 20) -> dict[str, Any]:
-    """``sim.api.simulate`` end to end: seconds, transactions/s, and optionally a profile."""
-    from sim.api import simulate
+    """``sim.execute.memory.simulate`` end to end: seconds, transactions/s, and optionally a profile."""
+    from sim.execute.memory import simulate
 
     t0 = time.perf_counter()
     tables = simulate(s)

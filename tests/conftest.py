@@ -75,7 +75,7 @@ def scenario():
 @pytest.fixture(scope="session")
 def reference(scenario):
     """The sharded scenario's tables from the in-process runner: what every engine must match."""
-    from sim.api import simulate
+    from sim.execute.memory import simulate
 
     return simulate(scenario)
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from analysis.ab import METRICS, ab_outcomes, ab_readout, arm_daily, experiment_of, read_tables
 from analysis.plots import load_scenario_json
-from sim.api import simulate
 from sim.cli import main
 from sim.cli.commands_analysis import _neutralised
+from sim.execute.memory import simulate
 from sim.scenario import scenario_from_dict
 
 

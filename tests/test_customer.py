@@ -8,11 +8,11 @@ import simpy
 
 import sim.engine.month as month
 from sim import scenario_from_dict
-from sim.api import simulate
 from sim.contracts import NEW_CUSTOMER, SEGMENTS
 from sim.engine.customer import customer
 from sim.engine.state import initial_state
-from sim.engine.step import run_periods
+from sim.execute.drive import drive
+from sim.execute.memory import MemorySink, simulate
 from sim.fit.stats import bgnbd
 from sim.model.agents import Agents
 from sim.model.rates import TargetScales
@@ -49,10 +49,9 @@ def test_processes_follow_lifecycle_events_not_customers(monkeypatch):
     monkeypatch.setattr(month, "customer", counting)
     s = scenario_from_dict({"seed": 2, "calendar": {"months": 3}, "population": {"size": 2000}})
     state = initial_state(s, TargetScales())
-    dropped = graduated = 0
-    for after, _period, _months in run_periods(state):
-        agents = next(iter(after.shards.values()))
-        dropped, graduated = int((~np.isnan(agents.dropout)).sum()), int((agents.segment != NEW_CUSTOMER).sum())
+    after = drive(state, 2, sink=MemorySink())
+    agents = next(iter(after.shards.values()))
+    dropped, graduated = int((~np.isnan(agents.dropout)).sum()), int((agents.segment != NEW_CUSTOMER).sum())
     kinds = [k for events in made for _, k in events]
     assert kinds.count("dropout") == dropped
     assert 0 < len(made) < 2000  # a process per customer whose lifecycle changed, not per customer

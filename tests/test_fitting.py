@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from sim.api import simulate
 from sim.errors import ScenarioError
+from sim.execute.memory import simulate
 from sim.fit import distances, fit_report, fit_scenario, log_stats, occasions, read_log, simulated_log
 from sim.scenario import Scenario, load_scenario, scenario_from_dict
 

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from sim.api import simulate
 from sim.batch.tables import TABLES
 from sim.engine.state import initial_state
 from sim.engine.step import local_runner
+from sim.execute.memory import simulate
 from sim.execute.parallel import ProcessRunner, make_runner
 from sim.execute.targets import solve_targets
 from sim.scenario import Scenario, scenario_from_dict

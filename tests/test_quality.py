@@ -21,7 +21,7 @@ from sim.batch.tables import SCHEMAS, month_tables
 from sim.cli import main
 from sim.contracts import ISSUE_KINDS
 from sim.engine.state import initial_state
-from sim.engine.step import run_periods
+from sim.execute.drive import drive, horizon_target
 from sim.execute.targets import solve_targets
 from sim.model.calendar import horizon_end
 from sim.quality import add_data_quality_issues, corrupt_month, validate, validate_features, validate_lake
@@ -41,15 +41,24 @@ def tiny_tables() -> dict[str, pa.Table]:
     return simulate(TINY.to_scenario())
 
 
+class _Collect:
+    def __init__(self, out: list) -> None:
+        self.out = out
+
+    def write(self, before, after, period, months) -> None:
+        self.out.append((before, period, months))
+
+
 def _monthly_batches(config: DataConfig, *, rate: float, rates: dict | None = None):
     """Yield (label, corrupted tables, manifest) month by month, as the lake writer does."""
     scenario = config.to_scenario()
     end = horizon_end(scenario.calendar)
     before = initial_state(scenario, solve_targets(scenario))
     carry = None
-    for after, period, months in run_periods(before):
+    months_of: list = []
+    drive(before, horizon_target(before), sink=_Collect(months_of), overlap=False)
+    for before, period, months in months_of:
         tables = month_tables(before, period, months)
-        before = after
         tables, manifest, carry = corrupt_month(tables, period_index=period.index, seed=scenario.seed, rate=rate,
                                                 rates=rates, end_date=end, carry=carry)
         yield period.label, tables, manifest

@@ -215,7 +215,7 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
       churnsim ab scenarios/retention_ab.yaml -s population.size=5000 --json
     """
     from analysis.ab import ab_readout, experiment_of
-    from sim.api import simulate
+    from sim.execute.memory import simulate
     from sim.scenario import scenario_from_dict
 
     s = load(scenario, overrides, env)

@@ -9,6 +9,8 @@ import simpy
 
 from sim.model.agents import Agents
 
+__all__ = ["customer"]
+
 
 def customer(env: simpy.Environment, agents: Agents, i: int, events: list[tuple[float, str]]) -> Iterator[simpy.Event]:
     """Customer ``i``'s process this month: it wakes at each of its lifecycle events, in time order.

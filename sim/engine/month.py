@@ -33,6 +33,8 @@ from sim.model.purchases import advance, graduating
 from sim.model.rates import TargetScales, rates_at
 from sim.scenario import Scenario
 
+__all__ = ["simulate_shard"]
+
 _GRAD_BLOCK = 1 << 20  # keys the post-graduation part of a block apart from the block itself
 
 

@@ -13,6 +13,8 @@ from sim.model.population import acquisition_total
 from sim.model.rates import TargetScales
 from sim.scenario import Scenario
 
+__all__ = ["RunState", "ShardMonth", "initial_state"]
+
 
 @dataclass
 class RunState:

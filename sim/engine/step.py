@@ -11,8 +11,10 @@ import numpy as np
 from sim.engine.month import simulate_shard
 from sim.engine.state import RunState, ShardMonth
 from sim.model.agents import Agents
-from sim.model.calendar import Period, horizon_periods
+from sim.model.calendar import Period
 from sim.model.population import arrivals
+
+__all__ = ["ShardRunner", "local_runner", "shards_for", "step"]
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,3 @@ def step(state: RunState, *, runner: ShardRunner = local_runner) -> tuple[RunSta
                         next_transaction_id=state.next_transaction_id + n_txn)
     return new_state, period, months
 
-
-def run_periods(state: RunState, months: int | None = None, *, runner: ShardRunner = local_runner) -> Iterator[tuple[RunState, Period, list[ShardMonth]]]:
-    """Yield (state after, period, shard months) for ``months`` months (default: to the horizon)."""
-    if months is None:
-        remaining = [p for p in horizon_periods(state.scenario.calendar)
-                     if state.period is None or p.start > state.period.end]
-        months = len(remaining)
-    for _ in range(months):
-        state, period, shard_months = step(state, runner=runner)
-        log.debug("simulated %s: %d purchases", period.label, sum(len(m.purchases.t) for m in shard_months))
-        yield state, period, shard_months

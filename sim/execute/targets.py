@@ -17,9 +17,11 @@ from dataclasses import replace
 import numpy as np
 
 from sim.engine.labels import label_arrays
-from sim.engine.state import initial_state
-from sim.engine.step import local_runner, run_periods
+from sim.engine.state import RunState, ShardMonth, initial_state
+from sim.engine.step import local_runner
 from sim.errors import InfeasibleTargetError
+from sim.execute.drive import drive, horizon_target
+from sim.model.calendar import Period
 from sim.model.rates import TargetScales
 from sim.scenario import Scenario
 
@@ -34,17 +36,26 @@ _MIN_HAZARD_SCALE = 1e-4
 _MAX_HAZARD_SCALE = 1e3
 
 
+class _Purchases:
+    """A sink that only counts purchases (the pilots need nothing else)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
+        self.count += sum(len(m.purchases.t) for m in months)
+
+
 def measure(s: Scenario, c: TargetScales) -> tuple[float, float]:
     """(purchases per customer, label churn rate at the last month end) of a whole run."""
-    purchases = 0
     state = initial_state(s, c)
-    for after, _period, months in run_periods(state, runner=functools.partial(local_runner, outputs=False)):
-        purchases += sum(len(m.purchases.t) for m in months)
-        state = after
+    counted = _Purchases()
+    state = drive(state, horizon_target(state), runner=functools.partial(local_runner, outputs=False), sink=counted,
+                  overlap=False)
     # Only the last month's labels matter: read them off the final state.
     churned = np.concatenate([label_arrays(a, state.period, s)["churned"] for a in state.shards.values()])
     customers = state.next_customer_id - 1
-    return purchases / max(customers, 1), float(churned.mean())
+    return counted.count / max(customers, 1), float(churned.mean())
 
 
 def _pilot(s: Scenario, size: int) -> Scenario:

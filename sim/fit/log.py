@@ -10,6 +10,8 @@ import pandas as pd
 
 from sim.errors import ScenarioError
 
+__all__ = ["CANONICAL", "occasions", "read_log"]
+
 CANONICAL = ("customer_id", "date", "amount")
 
 

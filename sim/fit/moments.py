@@ -11,6 +11,8 @@ import pandas as pd
 from sim.contracts import SEGMENTS
 from sim.fit.segmenter import Features, Segmenter
 
+__all__ = ["Moments", "confusion", "residuals", "segment_moments"]
+
 
 @dataclass(frozen=True)
 class Moments:

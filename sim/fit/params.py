@@ -17,6 +17,20 @@ from sim.fit.moments import Moments, residuals
 from sim.fit.segmenter import Features
 from sim.scenario import Scenario, scenario_from_dict
 
+__all__ = [
+    "MAX_SIZE_FACTOR",
+    "Params",
+    "acquired_starts",
+    "average_params",
+    "initial_params",
+    "is_cohort",
+    "params_scenario",
+    "rate_hazard_step",
+    "reweigh",
+    "scaled_params",
+    "update_params",
+]
+
 _DAMP = 0.7  # share of a log-ratio step taken per iteration: full steps oscillate between coupled moments
 
 

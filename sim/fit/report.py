@@ -15,6 +15,8 @@ import pandas as pd
 from sim.fit.stats import REPEAT_BINS, LogStats, bgnbd, distances, log_stats, rel_err, simulated_log
 from sim.scenario.schema import Scenario
 
+__all__ = ["fit_report"]
+
 log = logging.getLogger(__name__)
 
 

@@ -67,6 +67,8 @@ from sim.fit.report import distances, log_stats, simulated_log
 from sim.fit.segmenter import log_features, make_segmenter, warmup_days
 from sim.scenario import Scenario
 
+__all__ = ["MODELS", "fit_scenario"]
+
 log = logging.getLogger(__name__)
 
 

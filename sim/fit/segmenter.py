@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+__all__ = ["EARLY_DAYS", "Features", "Segmenter", "log_features", "make_segmenter", "warmup_days"]
+
 EARLY_DAYS = 60  # "soon after the first purchase": the early-repeats moment's span
 
 

@@ -17,6 +17,8 @@ import pandas as pd
 
 from sim.scenario.schema import Scenario
 
+__all__ = ["LogStats", "REPEAT_BINS", "bgnbd", "distances", "ks", "log_stats", "rel_err", "simulated_log"]
+
 log = logging.getLogger(__name__)
 
 REPEAT_BINS = 8  # 0, 1, ..., 6, 7+
@@ -109,7 +111,7 @@ def distances(real: LogStats, sim: LogStats) -> dict[str, float]:
 
 def simulated_log(scenario: Scenario) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run ``scenario`` in memory: (canonical occasions log, customers with ``customer_id``, ``segment``)."""
-    from sim.api import simulate
+    from sim.execute.memory import simulate
 
     tables = simulate(scenario)
     txn = tables["raw_transactions"]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+__all__ = ["Agents", "Purchases"]
+
 
 @dataclass
 class Agents:

@@ -8,6 +8,8 @@ from sim.contracts import EXPERIMENT_BIT0, SEGMENTS
 from sim.model.calendar import Period, epoch_day
 from sim.scenario import Scenario
 
+__all__ = ["Effect", "breakpoints", "effects_of"]
+
 
 @dataclass(frozen=True)
 class Effect:

@@ -13,6 +13,19 @@ from sim.model.calendar import Period, epoch_day, horizon_end
 from sim.model.rates import TargetScales, drift_weight
 from sim.scenario import Scenario
 
+__all__ = [
+    "DAYS_PER_MONTH",
+    "acquired_by",
+    "acquisition_total",
+    "arrivals",
+    "create_agents",
+    "graduation_mix",
+    "initial_agents",
+    "segment_counts",
+    "window_cdf",
+    "window_quantile",
+]
+
 DAYS_PER_MONTH = 365.25 / 12
 
 

@@ -20,6 +20,8 @@ from sim.model.calendar import seasonal_bound, seasonal_factor
 from sim.model.rates import Rates
 from sim.scenario import Seasonality
 
+__all__ = ["advance", "graduating", "unit_gaps"]
+
 
 def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarray:
     """Gamma(shape, 1/shape) gaps (mean 1): exponential at shape 1, else Wilson-Hilferty."""

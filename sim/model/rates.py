@@ -10,6 +10,8 @@ from sim.contracts import CATEGORIES, SEGMENTS
 from sim.model.calendar import epoch_day
 from sim.scenario.schema import Drift, Scenario
 
+__all__ = ["Rates", "TargetScales", "category_cdf", "drift_weight", "rates_at"]
+
 
 @dataclass(frozen=True)
 class Rates:

@@ -13,6 +13,8 @@ from sim.scenario.checks import check_scenario
 from sim.scenario.hints import did_you_mean, fail, unknown
 from sim.scenario.schema import SCHEMA_VERSION, SEGMENT_NAMES, Scenario
 
+__all__ = ["default_segments", "scenario_from_dict"]
+
 
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)

@@ -9,6 +9,8 @@ from sim.contracts import CATEGORIES, ISSUE_KINDS
 from sim.scenario.hints import did_you_mean, fail
 from sim.scenario.schema import SEGMENT_NAMES, Scenario, Target
 
+__all__ = ["check_scenario"]
+
 
 def check_scenario(s: Scenario, src: str) -> None:
     segs = s.population.segments

@@ -14,6 +14,8 @@ from sim.scenario.build import scenario_from_dict
 from sim.scenario.hints import did_you_mean, fail, unknown
 from sim.scenario.schema import Scenario
 
+__all__ = ["apply_overrides", "environment_to_scenario", "load_scenario"]
+
 
 def _read_yaml(path: Path) -> Any:
     try:

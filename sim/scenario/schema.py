@@ -13,6 +13,26 @@ from typing import Any, Literal
 from sim.contracts import CATEGORIES, SEGMENTS
 from sim.scenario.defaults import CATEGORY_WEIGHTS
 
+__all__ = [
+    "Acquisition",
+    "Calendar",
+    "Corruption",
+    "Drift",
+    "Experiment",
+    "Heterogeneity",
+    "Holiday",
+    "Intervention",
+    "Population",
+    "SCHEMA_VERSION",
+    "SEGMENT_NAMES",
+    "Scenario",
+    "Seasonality",
+    "Segment",
+    "Target",
+    "Targets",
+    "Treatment",
+]
+
 SCHEMA_VERSION = 1
 
 
