@@ -243,20 +243,23 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
 @main.command()
 @lake_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory for the PNGs.")
+@click.option("--customers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also write customers.png: N customer trajectories, stratified by segment, seeded by the scenario.")
 @handle_errors
 @_analysis_errors
-def plot(lake: str, out: str) -> None:
+def plot(lake: str, out: str, customers: int) -> None:
     """Plot behaviour trajectories of the lake as PNGs in OUT.
 
     activity.png, cohort_retention.png, intensity_hazard.png, churn_vs_recency.png and, when the
     lake ran an experiment, ab_arms.png. Interventions, drift onsets and experiment assignments
-    (from LAKE/_churnsim/scenario.json) are marked.
+    (from LAKE/_churnsim/scenario.json) are marked. With --customers N, customers.png: one row per
+    sampled customer (purchases sized by amount, segment changes, latent dropout, churned months).
 
     \b
     Example:
-      churnsim plot --lake ./lake --out ./plots
+      churnsim plot --lake ./lake --out ./plots --customers 20
     """
     from analysis.plots import plot_all
 
-    for p in plot_all(lake, out):
+    for p in plot_all(lake, out, customers=customers):
         click.echo(str(p))
