@@ -18,6 +18,7 @@ Sections (each a ``<section id=...>``, :data:`SECTIONS`):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import html
 import io
@@ -439,9 +440,12 @@ def render_report(lake: str | Path, *, customers: int = 20) -> str:
     frames = load_frames(root)
     if frames.labels.empty or frames.customers.empty:
         raise ValueError(f"{root}: the lake has no customers or labels yet")
+    state = _state_meta(root)
+    if not frames.scenario and isinstance(state.get("scenario"), dict):
+        # No scenario.json: the engine state's commit records the scenario too.
+        frames = dataclasses.replace(frames, scenario=state["scenario"])
     scn = frames.scenario
     infos = [_table_info(root, t) for t in _tables(root)]
-    state = _state_meta(root)
     months, _ = _month_versions(infos)
     cal = scn.get("calendar") or {}
     start = pd.Timestamp(cal["start_date"]) if cal.get("start_date") else pd.to_datetime(
@@ -454,7 +458,8 @@ def render_report(lake: str | Path, *, customers: int = 20) -> str:
         _section("truth", "Ground truth", _truth(scn, frames, state, _truth_timeline(scn, start, end))),
         _section("tables", "Tables", _tables_section(root, infos, months)),
         _section("trajectories", "Trajectories", trajectories),
-        _section("customers", "Customer trajectories", figs.get("customers", "")),
+        _section("customers", "Customer trajectories", figs.get("customers", '<p class="none">None drawn '
+                                                                 "(customers=0).</p>")),
     ]
     titles = {"simulated": "What was simulated", "truth": "Ground truth", "tables": "Tables",
               "trajectories": "Trajectories", "customers": "Customers"}
@@ -470,9 +475,9 @@ def render_report(lake: str | Path, *, customers: int = 20) -> str:
 
 def write_report(lake: str | Path, path: str | Path, *, customers: int = 20) -> Path:
     """Write :func:`render_report` to ``path`` (whole or not at all: a temporary file, then a rename)."""
-    page = render_report(lake, customers=customers)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # fails before the work if it cannot be made
+    page = render_report(lake, customers=customers)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(page, encoding="utf-8")

@@ -23,10 +23,21 @@ def _check_png(path) -> None:
 
 
 def test_plot_all_experiment_lake(experiment_lake, tmp_path) -> None:
-    paths = plot_all(experiment_lake, tmp_path / "plots")
-    assert [p.name for p in paths] == [*BASE, "ab_arms.png"]
+    paths = plot_all(experiment_lake, tmp_path / "plots", customers=12)
+    assert [p.name for p in paths] == [*BASE, "ab_arms.png", "customers.png"]
     for p in paths:
         _check_png(p)
+
+
+def test_cli_plot_customers(analysis_lake, tmp_path) -> None:
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["plot", "--lake", str(analysis_lake), "--out", str(out), "--customers", "16"])
+    assert r.exit_code == 0, r.output
+    assert (out / "customers.png").exists()
+    _check_png(out / "customers.png")
+    first = (out / "customers.png").read_bytes()
+    CliRunner().invoke(main, ["plot", "--lake", str(analysis_lake), "--out", str(out), "--customers", "16"])
+    assert (out / "customers.png").read_bytes() == first  # the sample follows the scenario's seed
 
 
 def test_cli_plot_baseline(analysis_lake, tmp_path) -> None:

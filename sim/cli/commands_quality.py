@@ -6,6 +6,7 @@ import click
 
 from sim.cli import main
 from sim.cli._common import BadInput, ChecksFailed, F, echo_json, handle_errors, lake_option
+from sim.cli.commands_analysis import analysis_errors
 
 _MAX_KEYS = 10
 
@@ -54,6 +55,7 @@ def validate(lake: str, version: int | None, as_json: bool) -> None:
 @click.option("--customers", type=click.IntRange(min=0), default=20, show_default=True, metavar="N",
               help="With --html: how many customer trajectories to draw.")
 @handle_errors
+@analysis_errors
 def report(lake: str, version: int | None, fmt: str, html_path: str | None, customers: int) -> None:
     """The guide's data-quality dashboard per month (customers and transactions).
 
@@ -74,10 +76,8 @@ def report(lake: str, version: int | None, fmt: str, html_path: str | None, cust
 
         try:
             click.echo(str(write_report(lake, html_path, customers=customers)))
-        except FileNotFoundError as exc:
-            raise BadInput(f"--lake {lake}: {exc}") from None
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
+        except OSError as exc:
+            raise BadInput(f"--html {html_path}: cannot write it ({exc.strerror or exc})") from None
         return
     from analysis.quality_report import lake_dashboard, to_markdown, to_records
 
