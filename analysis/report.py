@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ from matplotlib.figure import Figure
 from analysis.ab import ab_readout
 from analysis.lake import table_path
 from analysis.plots import LakeFrames, ordered_segments, figures, has_experiment, load_frames
-from analysis.quality_report import lake_dashboard, to_records
+from analysis.quality_report import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, lake_dashboard, to_records
 
 __all__ = ["SECTIONS", "render_report", "write_report"]
 
@@ -52,6 +53,7 @@ SECTIONS = ("simulated", "truth", "tables", "trajectories", "customers")
 _KNOWN_TABLES = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "quality_manifest",
                  "customer_features")
 _META_KEY = "churnsim"
+_PERCENT = re.compile(r"^[+-]?[\d.,]+ ?%$")
 _TYPE_NAMES = {"date32[day]": "date", "timestamp[us, tz=UTC]": "timestamp (UTC)", "large_string": "string"}
 _DPI = 110
 _CAPTIONS = {
@@ -105,7 +107,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = 
 
 
 def _td(v: Any) -> str:
-    numeric = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+    numeric = (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)) or (
+        isinstance(v, str) and _PERCENT.match(v) is not None)
     return f'<td class="n">{_esc(_fmt(v))}</td>' if numeric else f"<td>{_esc(_fmt(v))}</td>"
 
 
@@ -221,6 +224,9 @@ def _simulated(scn: Mapping[str, Any], frames: LakeFrames, infos: Sequence[Mappi
         ("drifts · interventions · experiments",
          " · ".join(str(len(scn.get(k) or [])) for k in ("drifts", "interventions", "experiments"))),
     ])
+    truth = _truth_lines(scn)
+    cards += ("<h3>Ground truth in brief</h3><ul class=\"truth\">" + "".join(f"<li>{_esc(t)}</li>" for t in truth)
+              + "</ul>")
     span = (cal.get("days") and f"{cal['days']} days") or (cal.get("months") and f"{cal['months']} months") or "–"
     kv = _kv([
         ("scenario", scn.get("name", "–")),
@@ -239,6 +245,28 @@ def _simulated(scn: Mapping[str, Any], frames: LakeFrames, infos: Sequence[Mappi
     grid = _table(["table", *months], [[i["name"], *[by_table.get(i["name"], {}).get(m) for m in months]]
                                        for i in infos if i["name"] in by_table])
     return cards + kv + "<h3>Months in the lake: the Delta version at which each table holds each month</h3>" + grid
+
+
+def _truth_lines(scn: Mapping[str, Any]) -> list[str]:
+    """One line per drift, intervention and experiment (or one saying there are none)."""
+    out = []
+    for d in scn.get("drifts") or []:
+        how = f"×{d['multiplier']:g}" if d.get("parameter") != "acquisition_mix" else "new mix"
+        ramp = f", ramp over {d.get('ramp_days')} days" if d.get("shape") == "ramp" else ", step"
+        out.append(f"drift {d['name']}: {d.get('parameter')} {how} for {d.get('segment') or 'all segments'} "
+                   f"from {d.get('start')}{ramp}")
+    for i in scn.get("interventions") or []:
+        out.append(f"intervention {i['name']} ({i.get('kind')}): {_multipliers(i)} for {_target(i.get('target'))}, "
+                   f"{i.get('start')} for {i.get('days')} days")
+    for e in scn.get("experiments") or []:
+        tr = e.get("treatment") or {}
+        out.append(f"experiment {e['name']}: assigned {e.get('assign_date')} ({_target(e.get('eligible'))}), "
+                   f"{float(e.get('treatment_share', 0.5)):.0%} treated with {_multipliers(tr)} for {tr.get('days')} "
+                   "days, the rest control")
+    corr = scn.get("corruption") or {}
+    if corr.get("rate") or any((corr.get("rates") or {}).values()):
+        out.append(f"corruption: rate {corr.get('rate') or 0:g}, every defect in quality_manifest")
+    return out or ["no drifts, interventions or experiments: one steady run"]
 
 
 def _multipliers(d: Mapping[str, Any]) -> str:
@@ -332,9 +360,14 @@ def _tables_section(lake: Path, infos: Sequence[Mapping[str, Any]], months: Sequ
                     ", ".join(f"{n}: {t}" for n, t in i["columns"])] for i in infos], cls="tables")]
     frame = lake_dashboard(lake)
     recs = to_records(frame)
-    headers = ["month", *frame.columns]
-    out.append("<h3>Quality dashboard per month</h3>"
-               + _table(headers, [[r[h] for h in headers] for r in recs], cls="small"))
+    out.append("<h3>Quality dashboard per month</h3>")
+    # The guide's two queries side by side rather than one table wider than the page.
+    for title, cols in (("customers (raw_customers, by the month that wrote them)", CUSTOMER_COLUMNS),
+                        ("transactions (raw_transactions, by transaction_date)", TRANSACTION_COLUMNS)):
+        headers = ["month", *cols]
+        out.append(f"<h4>{_esc(title)}</h4>")
+        out.append(_table(headers, [[r[h] for h in headers] for r in recs if any(r[c] for c in cols)],
+                          cls="small"))
     if any(i["name"] == "quality_manifest" for i in infos):
         from analysis.lake import read_table
 
@@ -410,6 +443,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 table.small{font-size:11.5px} table.tables td:last-child{font-family:monospace;font-size:11.5px}
 figure.fig{margin:14px 0} figure.fig img{max-width:100%;height:auto;border:1px solid #e2e6ec}
 figcaption{color:#556;font-size:12.5px} .none{color:#667;font-style:italic} .note{color:#556;font-size:12.5px}
+ul.truth{margin:4px 0 12px;padding-left:22px} ul.truth li{margin:2px 0}
 footer{text-align:center;color:#889;font-size:12px;padding:10px}
 """
 
