@@ -40,8 +40,8 @@ from deltalake import DeltaTable
 from matplotlib.figure import Figure
 
 from analysis.ab import ab_readout
-from analysis.lake import table_path
-from analysis.plots import LakeFrames, ordered_segments, figures, has_experiment, load_frames
+from analysis.lake import read_table, table_path
+from analysis.plots import LakeFrames, figures, has_experiment, load_frames, ordered_segments
 from analysis.quality_report import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, lake_dashboard, to_records
 
 __all__ = ["SECTIONS", "render_report", "write_report"]
@@ -369,8 +369,6 @@ def _tables_section(lake: Path, infos: Sequence[Mapping[str, Any]], months: Sequ
         out.append(_table(headers, [[r[h] for h in headers] for r in recs if any(r[c] for c in cols)],
                           cls="small"))
     if any(i["name"] == "quality_manifest" for i in infos):
-        from analysis.lake import read_table
-
         m = read_table(lake, "quality_manifest", columns=["table", "rule", "column", "month"]).to_pandas()
         rows_of = {i["name"]: i["rows"] for i in infos}
         g = m.groupby(["table", "rule"], sort=True)
@@ -386,35 +384,33 @@ def _tables_section(lake: Path, infos: Sequence[Mapping[str, Any]], months: Sequ
 
 
 def _truth_timeline(scn: Mapping[str, Any], start: pd.Timestamp, end: pd.Timestamp) -> str:
-    rows: list[tuple[str, pd.Timestamp, pd.Timestamp, str]] = []
+    """Drifts (onset, ramp, then held to the end), intervention and treatment windows on the calendar."""
+    rows: list[tuple[str, str, pd.Timestamp, pd.Timestamp]] = []
     for d in scn.get("drifts") or []:
         a = pd.Timestamp(d["start"])
         ramp = pd.Timedelta(days=int(d.get("ramp_days") or 60)) if d.get("shape") == "ramp" else pd.Timedelta(0)
-        rows.append((f"drift {d['name']} ({d.get('parameter')})", a, a + ramp, "tab:red"))
+        rows.append(("drift", f"drift {d['name']} ({d.get('parameter')})", a, a + ramp))
     for i in scn.get("interventions") or []:
         a = pd.Timestamp(i["start"])
-        rows.append((f"intervention {i['name']}", a, a + pd.Timedelta(days=int(i.get("days") or 30)), "tab:green"))
+        rows.append(("intervention", f"intervention {i['name']}", a, a + pd.Timedelta(days=int(i.get("days") or 30))))
     for e in scn.get("experiments") or []:
         a = pd.Timestamp(e["assign_date"])
         days = int((e.get("treatment") or {}).get("days") or 30)
-        rows.append((f"experiment {e['name']} (treatment)", a, a + pd.Timedelta(days=days), "tab:purple"))
+        rows.append(("experiment", f"experiment {e['name']} (treatment)", a, a + pd.Timedelta(days=days)))
     if not rows:
         return ('<p class="none" id="fig-truth_timeline" data-figure="truth_timeline">No drifts, interventions or '
                 "experiments: a steady run under the parameters below.</p>")
+    colors = {"drift": "tab:red", "intervention": "tab:green", "experiment": "tab:purple"}
     fig, ax = plt.subplots(figsize=(11, 0.9 + 0.42 * len(rows)))
-    for y, (name, a, b, color) in enumerate(rows):
-        if b > a:
+    for y, (kind, _, a, b) in enumerate(rows):
+        color = colors[kind]
+        if b > a:  # a window, or a drift's ramp
             ax.barh(y, (b - a).days, left=a, height=0.5, color=color, alpha=0.45)
-        else:
-            ax.barh(y, 0, left=a, height=0.5)  # a step: keep the row in the axes
         ax.plot([a], [y], marker="|", markersize=16, markeredgewidth=2.5, color=color)
-        if b > a and name.startswith("drift"):
-            ax.plot([a, b], [y, y], color=color, linewidth=1)
-        # After a drift's onset its new value holds to the end of the run.
-        if name.startswith("drift"):
+        if kind == "drift":  # the drifted value holds to the end of the run
             ax.plot([b, end], [y, y], color=color, linewidth=2.5, alpha=0.6)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([r[0] for r in rows], fontsize=8)
+    ax.set_yticklabels([r[1] for r in rows], fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(start, end)
     ax.grid(axis="x", alpha=0.3)
