@@ -205,13 +205,15 @@ def plot_churn_vs_recency(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_ab(tables: Mapping[str, pd.DataFrame], scenario: Mapping[str, Any], path: Path) -> Path:
-    """Purchases and revenue per customer per day in each arm over time."""
-    daily = arm_daily(tables)
+    """Purchases and revenue per customer per day in each arm of each experiment over time."""
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
-    for arm, g in daily.groupby("arm"):
-        ax1.plot(g["date"], g["purchases_per_customer"].rolling(7, min_periods=1).mean(), label=arm)
-        ax2.plot(g["date"], g["revenue_per_customer"].rolling(7, min_periods=1).mean(), label=arm)
-    for e in scenario.get("experiments") or []:
+    exps = list(scenario.get("experiments") or [])
+    for e in exps:
+        for arm, g in arm_daily(tables, experiment=e["name"]).groupby("arm"):
+            label = arm if len(exps) == 1 else f"{e['name']}: {arm}"
+            ax1.plot(g["date"], g["purchases_per_customer"].rolling(7, min_periods=1).mean(), label=label)
+            ax2.plot(g["date"], g["revenue_per_customer"].rolling(7, min_periods=1).mean(), label=label)
+    for e in exps:
         a = pd.Timestamp(e["assign_date"])
         for ax in (ax1, ax2):
             ax.axvspan(a, a + pd.Timedelta(days=int(e.get("treatment", {}).get("days", 30))), color="tab:purple",
@@ -253,7 +255,7 @@ def plot_all(lake: str | Path, out_dir: str | Path) -> list[Path]:
         plot_churn_vs_recency(training_frame(customers, transactions, labels, warmup_days=30),
                               out / "churn_vs_recency.png"),
     ]
-    if labels["experiment_arm"].notna().any():
+    if labels["experiment_arms"].notna().any():
         tables = {"customer_labels": labels, "raw_transactions": transactions}
         paths.append(plot_ab(tables, scenario, out / "ab_arms.png"))
     return paths
