@@ -216,13 +216,15 @@ def plot_churn_vs_recency(frame: pd.DataFrame) -> Figure:
 
 
 def plot_ab(tables: Mapping[str, pd.DataFrame], scenario: Mapping[str, Any]) -> Figure:
-    """Purchases and revenue per customer per day in each arm over time."""
-    daily = arm_daily(tables)
+    """Purchases and revenue per customer per day in each arm of each experiment over time."""
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
-    for arm, g in daily.groupby("arm"):
-        ax1.plot(g["date"], g["purchases_per_customer"].rolling(7, min_periods=1).mean(), label=arm)
-        ax2.plot(g["date"], g["revenue_per_customer"].rolling(7, min_periods=1).mean(), label=arm)
-    for e in scenario.get("experiments") or []:
+    exps = list(scenario.get("experiments") or [])
+    for e in exps:
+        for arm, g in arm_daily(tables, experiment=e["name"]).groupby("arm"):
+            label = arm if len(exps) == 1 else f"{e['name']}: {arm}"
+            ax1.plot(g["date"], g["purchases_per_customer"].rolling(7, min_periods=1).mean(), label=label)
+            ax2.plot(g["date"], g["revenue_per_customer"].rolling(7, min_periods=1).mean(), label=label)
+    for e in exps:
         a = pd.Timestamp(e["assign_date"])
         for ax in (ax1, ax2):
             ax.axvspan(a, a + pd.Timedelta(days=int(e.get("treatment", {}).get("days", 30))), color="tab:purple",
@@ -360,8 +362,10 @@ def plot_customers(
                        linewidths=1.4, zorder=3)
     arm = {}
     if has_experiment(lab):
-        arm = lab.dropna(subset=["experiment_arm"]).drop_duplicates("customer_id").set_index("customer_id")[
-            "experiment_arm"].to_dict()
+        # A customer's arms as of its last label (experiments assign later ones as the run goes on).
+        last = lab.dropna(subset=["experiment_arms"]).sort_values("label_date").drop_duplicates("customer_id", keep="last")
+        arm = {cid: ", ".join(f"{k}: {v}" for k, v in dict(m).items())
+               for cid, m in zip(last["customer_id"], last["experiment_arms"], strict=True)}
     ax.set_yticks(range(len(ids)))
     ax.set_yticklabels([f"#{cid} ({cust.at[cid, 'segment']}{', ' + arm[cid] if cid in arm else ''})" for cid in ids],
                        fontsize=7)
@@ -410,7 +414,7 @@ def load_frames(lake: str | Path) -> LakeFrames:
 
 
 def has_experiment(labels: pd.DataFrame) -> bool:
-    return "experiment_arm" in labels.columns and bool(labels["experiment_arm"].notna().any())
+    return "experiment_arms" in labels.columns and bool(labels["experiment_arms"].notna().any())
 
 
 def figures(frames: LakeFrames, *, customers: int = 0, seed: int | None = None) -> Iterator[tuple[str, Figure]]:

@@ -338,12 +338,12 @@ def _truth(scn: Mapping[str, Any], frames: LakeFrames, state: Mapping[str, Any],
     out.append("<h3>Experiments</h3>")
     if not exps:
         out.append('<p class="none">None.</p>')
-    for k, e in enumerate(exps):
+    for e in exps:
         out.append(f"<h4>{_esc(e.get('name'))}</h4>" + _kv([
             ("assigned", e.get("assign_date")), ("eligible", _target(e.get("eligible"))),
             ("stated true effect", e.get("note") or "–")]))
         out.append(_table(["arm", "share", "treatment days", "true effect on the arm (multipliers)"], _arms(e)))
-        if k == 0 and has_experiment(frames.labels):  # labels carry the first experiment's arms
+        if has_experiment(frames.labels):
             out.append(_readout(frames, e))
     corr = scn.get("corruption") or {}
     rates = {k: v for k, v in (corr.get("rates") or {}).items() if v}

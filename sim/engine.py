@@ -27,7 +27,7 @@ from sim.calendar import Period, epoch_day, horizon_end, horizon_periods, next_p
 from sim.customer import Agents, Purchases, Rates, advance, customer, graduating
 from sim.labels import label_arrays
 from sim.metrics import DailyPartials, daily_partials
-from sim.scenario import Drift, Scenario
+from sim.scenario import MAX_INTERVENTIONS, Drift, Scenario
 from sim.segments import NEW_CUSTOMER, SEGMENTS
 
 __all__ = ["Calibration", "RunState", "ShardMonth", "initial_state", "run_periods", "simulate_shard"]
@@ -35,7 +35,7 @@ __all__ = ["Calibration", "RunState", "ShardMonth", "initial_state", "run_period
 log = logging.getLogger(__name__)
 
 _DAYS_PER_MONTH = 365.25 / 12
-_EXPERIMENT_BIT0 = 32  # bits 0..31: interventions; 32+2e / 33+2e: experiment e treatment / control
+_EXPERIMENT_BIT0 = MAX_INTERVENTIONS  # bits 0..31: interventions; 32+2e / 33+2e: experiment e treatment / control
 _GRAD_BLOCK = 1 << 20  # keys the post-graduation part of a block apart from the block itself
 
 

@@ -15,12 +15,12 @@ import numpy as np
 
 from sim.calendar import Period, epoch_day
 from sim.customer import Agents
-from sim.scenario import Scenario
+from sim.scenario import MAX_INTERVENTIONS, Scenario
 
 __all__ = ["CHURN_WINDOW_DAYS", "label_arrays"]
 
 CHURN_WINDOW_DAYS = 60
-_EXPERIMENT_BIT0 = 32
+_EXPERIMENT_BIT0 = MAX_INTERVENTIONS  # sim.engine's flag word: experiment e's treatment / control bits 32+2e / 33+2e
 
 
 def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.ndarray]:
@@ -35,11 +35,13 @@ def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.nd
     tenure = d - since_day
     dropout = agents.dropout[rows]
     dropped = dropout < period.t1  # NaN compares False
-    arm = np.full(len(rows), -1, np.int8)
-    if s.experiments:
-        flags = agents.flags[rows]
-        arm[(flags >> np.uint64(_EXPERIMENT_BIT0 + 1)) & np.uint64(1) == 1] = 0
-        arm[(flags >> np.uint64(_EXPERIMENT_BIT0)) & np.uint64(1) == 1] = 1
+    # Column e: the arm in experiment e (1 treatment, 0 control, -1 not assigned).
+    arms = np.full((len(rows), len(s.experiments)), -1, np.int8)
+    flags = agents.flags[rows]
+    for e in range(len(s.experiments)):
+        bit = np.uint64(_EXPERIMENT_BIT0 + 2 * e)
+        arms[(flags >> (bit + np.uint64(1))) & np.uint64(1) == 1, e] = 0
+        arms[(flags >> bit) & np.uint64(1) == 1, e] = 1
     return {
         "customer_id": agents.customer_id[rows],
         "label_day": np.full(len(rows), d, np.int64),
@@ -49,5 +51,5 @@ def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.nd
         "tenure_days": tenure,
         "dropped_out": dropped,
         "dropout_day": np.where(dropped, np.floor(np.nan_to_num(dropout, nan=0.0)), 0).astype(np.int64),
-        "experiment_arm": arm,
+        "experiment_arms": arms,
     }

@@ -31,6 +31,8 @@ __all__ = [
     "Heterogeneity",
     "Holiday",
     "Intervention",
+    "MAX_EXPERIMENTS",
+    "MAX_INTERVENTIONS",
     "Population",
     "Scenario",
     "Seasonality",
@@ -45,6 +47,10 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 SEGMENT_NAMES = ("young_active", "mid_stable", "senior_declining", "new_customer")
+# Each customer's uint64 flag word has a bit per intervention, then two (treatment, control) per
+# experiment (sim.engine); a scenario may use no more than it holds.
+MAX_INTERVENTIONS = 32
+MAX_EXPERIMENTS = 16
 
 
 def _rng(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False) -> dict:
@@ -434,6 +440,10 @@ def _check(s: Scenario, src: str) -> None:
     end = s.end_date
     for i, h in enumerate(s.seasonality.holidays):
         _check_date(src, f"seasonality.holidays[{i}].date", h.date, cal.start_date, None)
+    for key, items, most in (("interventions", s.interventions, MAX_INTERVENTIONS),
+                             ("experiments", s.experiments, MAX_EXPERIMENTS)):
+        if len(items) > most:
+            _fail(src, key, len(items), f"at most {most} {key}")
     names: set[str] = set()
     for i, iv in enumerate(s.interventions):
         p = f"interventions[{i}]"

@@ -183,9 +183,12 @@ def drift(lake: str, reference, current, other_lake: str | None, reference_versi
         raise ChecksFailed(f"drift in {len(report.flagged)} column(s): {', '.join(report.flagged)}")
 
 
-def _neutralised(data: dict[str, Any], *, seed: int | None = None) -> dict[str, Any]:
+def _neutralised(data: dict[str, Any], *, seed: int | None = None, experiment: str | None = None) -> dict[str, Any]:
+    """The twin: ``experiment``'s treatment (every experiment's when None) with multipliers 1.0."""
     twin = json.loads(json.dumps(data))
     for e in twin.get("experiments") or []:
+        if experiment is not None and e["name"] != experiment:
+            continue  # the other experiments run in the twin as in the run: the twin differs by one treatment
         for key in list(e.get("treatment") or {}):
             if key.endswith("_multiplier"):
                 e["treatment"][key] = 1.0
@@ -225,8 +228,9 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
 
     # One calibration for all three runs: the twin must differ from the run by the treatment only.
     c = calibrate(s)
-    runs = [simulate(x, calibration=c) for x in (s, scenario_from_dict(_neutralised(data)),
-                                                 scenario_from_dict(_neutralised(data, seed=s.seed + 1)))]
+    only = experiment["name"]
+    runs = [simulate(x, calibration=c) for x in (s, scenario_from_dict(_neutralised(data, experiment=only)),
+                                                 scenario_from_dict(_neutralised(data, seed=s.seed + 1, experiment=only)))]
     result = ab_readout(runs[0], experiment, twin=runs[1], independent=runs[2])
     if as_json:
         echo_json(result)
