@@ -7,6 +7,7 @@ from analysis.lake import read_table
 from analysis.model import model_check
 from analysis.plots import plot_all
 from analysis.quality_report import dashboard, lake_dashboard
+from analysis.report import render_report, write_report
 
 __all__ = [
     "ab_readout",
@@ -17,6 +18,8 @@ __all__ = [
     "model_check",
     "plot_all",
     "read_table",
+    "render_report",
     "score_drift",
     "write_features",
+    "write_report",
 ]

@@ -1,6 +1,7 @@
 """A/B read-out of a scenario experiment, with the simulation's ground truth beside it.
 
-Outcomes per assigned customer (``customer_labels.experiment_arm`` is ``treatment``/``control``):
+Outcomes per customer assigned in the experiment (``customer_labels.experiment_arms`` maps each
+experiment's name to the customer's arm, ``treatment``/``control``):
 
 - ``churned_60d``: ``churned`` at the first label date on or after ``assign_date + 60 days``;
 - ``revenue_60d`` and ``purchases_60d``: spend and purchase count on days
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analysis.lake import read_table
 
@@ -47,7 +49,7 @@ def read_tables(lake: str | Path) -> dict[str, pd.DataFrame]:
         "raw_transactions": _frame(read_table(lake, "raw_transactions",
                                               columns=["customer_id", "transaction_date", "amount"])),
         "customer_labels": _frame(read_table(lake, "customer_labels",
-                                             columns=["customer_id", "label_date", "churned", "experiment_arm"])),
+                                             columns=["customer_id", "label_date", "churned", "experiment_arms"])),
     }
 
 
@@ -68,19 +70,30 @@ def experiment_of(scenario: Mapping[str, Any], name: str | None = None) -> dict[
     raise ValueError(f"no experiment named {name!r} (have: {', '.join(e['name'] for e in exps)})")
 
 
+def _arms(labels: pa.Table | pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """``customer_id`` and ``arm`` of each customer assigned in ``experiment`` (its first label saying so)."""
+    if isinstance(labels, pa.Table):
+        arm = pc.map_lookup(labels["experiment_arms"], pa.scalar(experiment, pa.string()), "first").to_pandas()
+    else:  # pandas holds a map cell as a list of (key, value) pairs
+        arm = pd.Series([dict(m).get(experiment) if isinstance(m, list | tuple | dict | np.ndarray) else None
+                         for m in labels["experiment_arms"]], index=labels.index, dtype=object)
+    out = pd.DataFrame({"customer_id": np.asarray(labels["customer_id"]), "arm": np.asarray(arm, dtype=object)})
+    return out.dropna(subset=["arm"]).drop_duplicates("customer_id").reset_index(drop=True)
+
+
 def ab_outcomes(tables: Tables, experiment: Mapping[str, Any], *, window_days: int = 60) -> pd.DataFrame:
     """One row per assigned customer: ``customer_id``, ``arm`` and the :data:`METRICS`.
 
     Raises:
         ValueError: nobody was assigned, or the run ends before ``assign_date + window_days``.
     """
+    arms = _arms(tables["customer_labels"], experiment["name"])
+    if arms.empty:
+        raise ValueError(f"experiment {experiment['name']!r}: no customer's experiment_arms names it")
     labels = _frame(tables["customer_labels"])
     tx = _frame(tables["raw_transactions"])
     assign = pd.Timestamp(dt.date.fromisoformat(str(experiment["assign_date"])))
     end = assign + pd.Timedelta(days=window_days)
-    arms = labels.dropna(subset=["experiment_arm"]).drop_duplicates("customer_id")[["customer_id", "experiment_arm"]]
-    if arms.empty:
-        raise ValueError(f"experiment {experiment['name']!r}: no customer carries an experiment_arm")
     dates = pd.to_datetime(labels["label_date"])
     later = dates[dates >= end]
     if later.empty:
@@ -91,7 +104,7 @@ def ab_outcomes(tables: Tables, experiment: Mapping[str, Any], *, window_days: i
     tdate = pd.to_datetime(tx["transaction_date"])
     win = tx.loc[(tdate >= assign) & (tdate < end), ["customer_id", "amount"]]
     agg = win.groupby("customer_id")["amount"].agg(revenue_60d="sum", purchases_60d="size")
-    out = arms.rename(columns={"experiment_arm": "arm"}).merge(at, on="customer_id", how="left")
+    out = arms.merge(at, on="customer_id", how="left")
     out = out.merge(agg, left_on="customer_id", right_index=True, how="left")
     out["churned_60d"] = out.pop("churned").astype(float)
     out[["revenue_60d", "purchases_60d"]] = out[["revenue_60d", "purchases_60d"]].fillna(0.0)
@@ -177,19 +190,20 @@ def ab_readout(
     return result
 
 
-def arm_daily(tables: Tables) -> pd.DataFrame:
-    """Purchases and revenue per customer per day in each arm (for plots).
+def arm_daily(tables: Tables, *, experiment: str) -> pd.DataFrame:
+    """Purchases and revenue per customer per day in each arm of ``experiment`` (for plots).
 
     Returns:
         Columns ``date``, ``arm``, ``purchases_per_customer``, ``revenue_per_customer``.
     """
-    labels = _frame(tables["customer_labels"])
+    arms = _arms(tables["customer_labels"], experiment)
+    if arms.empty:
+        return pd.DataFrame(columns=["date", "arm", "purchases_per_customer", "revenue_per_customer"])
     tx = _frame(tables["raw_transactions"])
-    arms = labels.dropna(subset=["experiment_arm"]).drop_duplicates("customer_id")[["customer_id", "experiment_arm"]]
-    sizes = arms.groupby("experiment_arm").size()
+    sizes = arms.groupby("arm").size()
     t = tx.merge(arms, on="customer_id")
     t["date"] = pd.to_datetime(t["transaction_date"])
-    daily = t.groupby(["date", "experiment_arm"])["amount"].agg(["size", "sum"]).unstack("experiment_arm").fillna(0)
+    daily = t.groupby(["date", "arm"])["amount"].agg(["size", "sum"]).unstack("arm").fillna(0)
     full = pd.date_range(pd.to_datetime(tx["transaction_date"]).min(), pd.to_datetime(tx["transaction_date"]).max())
     daily = daily.reindex(full, fill_value=0)
     rows = []

@@ -165,7 +165,7 @@ def _floor_month(rng: np.random.Generator, rows: dict[str, int], first_id: int, 
         "segment": codes_to_strings("segment", rng.integers(0, 4, n)), "churned": rng.uniform(size=n) < 0.15,
         "recency_days": rng.integers(0, 400, n).astype(np.int32), "tenure_days": rng.integers(0, 2000, n).astype(np.int32),
         "dropped_out": dropped, "dropout_date": days_to_date32(np.full(n, day0), mask=~dropped),
-        "experiment_arm": pa.nulls(n, pa.string()),
+        "experiment_arms": pa.nulls(n, SCHEMAS["customer_labels"].field("experiment_arms").type),
     }, schema=SCHEMAS["customer_labels"])
     n = rows["daily_metrics"]
     counts = {c: rng.integers(0, 1000, n) for c in ("transactions", "purchasing_customers", "active_customers_30d",

@@ -64,9 +64,34 @@ def test_twin_of_control_is_identical(experiment_lake, scenario) -> None:
 
 
 def test_arm_daily(experiment_lake) -> None:
-    daily = arm_daily(read_tables(experiment_lake))
+    daily = arm_daily(read_tables(experiment_lake), experiment="retention_offer")
     assert set(daily["arm"]) == {"treatment", "control"}
     assert (daily["purchases_per_customer"] >= 0).all()
+
+
+def test_each_experiment_is_read_out_by_its_own_arms() -> None:
+    """Issue 13.5: labels carried the first experiment's arm only, so a second one read the first's."""
+    s = scenario_from_dict({
+        "seed": 4, "calendar": {"months": 5}, "population": {"size": 1500},
+        "experiments": [
+            {"name": "everyone", "assign_date": "2024-02-02", "treatment_share": 0.5},
+            {"name": "young_offer", "assign_date": "2024-02-09", "eligible": {"segment": "young_active"},
+             "treatment_share": 0.2, "treatment": {"intensity_multiplier": 1.5}},
+        ],
+    })
+    tables = simulate(s)
+    data = s.to_dict()
+    a = ab_outcomes(tables, experiment_of(data, "everyone"))
+    b = ab_outcomes(tables, experiment_of(data, "young_offer"))
+    assert len(b) < 0.5 * len(a) and set(b["customer_id"]) < set(a["customer_id"])
+    assert 0.12 < (b["arm"] == "treatment").mean() < 0.28 and 0.42 < (a["arm"] == "treatment").mean() < 0.58
+    customers = tables["raw_customers"].to_pandas().set_index("customer_id")
+    assert (customers.loc[b["customer_id"], "segment"] == "young_active").mean() > 0.9  # signup segment
+    # The pandas form of the labels (a map cell is a list of pairs) reads the same arms.
+    frames = {k: v.to_pandas() for k, v in tables.items()}
+    pd.testing.assert_frame_equal(ab_outcomes(frames, experiment_of(data, "young_offer")), b)
+    daily = arm_daily(tables, experiment="young_offer")
+    assert set(daily["arm"]) == {"treatment", "control"}
 
 
 def test_no_experiment_is_an_error() -> None:

@@ -22,7 +22,8 @@ def test_all_is_sorted_and_complete(module):
 
 
 def test_analysis_never_imports_the_engine():
-    code = "import sys, analysis, analysis.ab, analysis.drift, analysis.features, analysis.model, analysis.plots; " \
+    code = "import sys, analysis, analysis.ab, analysis.drift, analysis.features, analysis.model, analysis.plots, " \
+           "analysis.report; " \
            "print(sorted(m for m in sys.modules if m == 'sim' or m.startswith('sim.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.image as mpimg
 import numpy as np
 from click.testing import CliRunner
 
-from analysis.plots import plot_all
+from analysis.plots import load_frames, plot_all, plot_customers
 from sim.cli import main
 
 BASE = ["activity.png", "cohort_retention.png", "intensity_hazard.png", "churn_vs_recency.png"]
@@ -23,10 +25,26 @@ def _check_png(path) -> None:
 
 
 def test_plot_all_experiment_lake(experiment_lake, tmp_path) -> None:
-    paths = plot_all(experiment_lake, tmp_path / "plots")
-    assert [p.name for p in paths] == [*BASE, "ab_arms.png"]
+    paths = plot_all(experiment_lake, tmp_path / "plots", customers=12)
+    assert [p.name for p in paths] == [*BASE, "ab_arms.png", "customers.png"]
     for p in paths:
         _check_png(p)
+
+
+def test_cli_plot_customers(analysis_lake, tmp_path) -> None:
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["plot", "--lake", str(analysis_lake), "--out", str(out), "--customers", "16"])
+    assert r.exit_code == 0, r.output
+    assert (out / "customers.png").exists()
+    _check_png(out / "customers.png")
+    # The sample follows the scenario's seed: the same figure again, byte for byte.
+    frames = load_frames(analysis_lake)
+    again = plot_customers(frames.customers, frames.transactions, frames.labels, frames.scenario, n=16,
+                           seed=frames.scenario["seed"])
+    buf = io.BytesIO()
+    again.tight_layout()
+    again.savefig(buf, format="png", dpi=110)
+    assert buf.getvalue() == (out / "customers.png").read_bytes()
 
 
 def test_cli_plot_baseline(analysis_lake, tmp_path) -> None:

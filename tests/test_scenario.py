@@ -82,6 +82,13 @@ MALFORMED = [
      'Error: {file}: population.heterogeneity.dropout_concentration: expected a number in (0, 1000000] (got 0.0)'),
     ('acquisition_too_big', 'population: {acquisition: {share: 0.5}}\n',
      'Error: {file}: population.acquisition.share: expected at most population.segments.new_customer.share (0.15) (got 0.5)'),
+    # Issue 13.5: the flag word holds 32 interventions and 16 experiments; beyond, an IndexError.
+    ('too_many_interventions', 'calendar: {months: 3}\ninterventions:\n'
+     + ''.join(f'  - {{name: c{i}, start: 2024-02-01}}\n' for i in range(40)),
+     'Error: {file}: interventions: expected at most 32 interventions (got 40)'),
+    ('too_many_experiments', 'calendar: {months: 3}\nexperiments:\n'
+     + ''.join(f'  - {{name: e{i}, assign_date: 2024-02-01}}\n' for i in range(17)),
+     'Error: {file}: experiments: expected at most 16 experiments (got 17)'),
 ]
 
 
@@ -186,3 +193,12 @@ def test_graduation_jitter_and_ramp_steps_are_keys():
     for step, count in ((7, 4), (2, 11)):
         s = scenario_from_dict({"calendar": {"months": 1}, "drifts": [{**drift, "ramp_step_days": step}]})
         assert len(breakpoints(s, month)) == count
+
+
+def test_too_many_interventions_are_refused_by_scenarios_check(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text("calendar: {months: 3}\ninterventions:\n"
+                    + "".join(f"  - {{name: c{i}, start: 2024-02-01}}\n" for i in range(40)))
+    result = CliRunner().invoke(main, ["scenarios", "--check", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {path}: interventions: expected at most 32 interventions (got 40)"

@@ -13,6 +13,7 @@ import sim.scenario.shipped
 from sim import load_scenario, simulate
 from sim.cli import main
 from sim.errors import SimError
+from sim.execute.targets import solve_targets
 from sim.scenario.shipped import shipped, shipped_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,30 @@ def _month(dates: pd.Series) -> pd.Series:
 def test_every_shipped_scenario_runs_small(name):
     t = _run(name, "population.size=800")
     assert len(t["raw_transactions"]) > 0 and len(t["customer_labels"]) > 0
+
+
+_EVERY = [(n, None) for n in sorted(set(shipped()) - {"environments"})] + [
+    ("environments", e) for e in ("dev", "staging", "prod")]
+
+
+@pytest.mark.parametrize(("name", "env"), _EVERY)
+def test_every_shipped_scenario_runs_at_a_few_hundred_customers_with_the_scales_of_6000(name, env):
+    """Issue 13.2: small populations were refused (the pilot was the population, too noisy to settle)."""
+    big = solve_targets(load_scenario(shipped_path(name), overrides=["population.size=6000"], env=env))
+    for size in (100, 200, 300, 500):
+        s = load_scenario(shipped_path(name), overrides=[f"population.size={size}"], env=env)
+        assert solve_targets(s) == big
+        t = simulate(s)
+        assert t["raw_customers"].num_rows == size
+        assert t["customer_labels"].num_rows > 0 and t["raw_transactions"].num_rows > 0
+
+
+def test_the_scales_for_300_customers_are_solved_afresh_equal_to_those_for_6000(monkeypatch):
+    scales = []
+    for size in (300, 6000):
+        monkeypatch.setattr("sim.execute.targets._SOLVED", {})  # no cached solve: each size solves its own pilot
+        scales.append(solve_targets(load_scenario(shipped_path("baseline"), overrides=[f"population.size={size}"])))
+    assert scales[0] == scales[1]
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])

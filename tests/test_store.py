@@ -269,3 +269,18 @@ def test_tables_are_plain_delta_any_reader_can_open(tmp_path):
     n = QueryBuilder().register("tx", DeltaTable(str(lake / "raw_transactions"))).execute(
         "select count(*) as n from tx").read_all().column("n")[0].as_py()
     assert n == read_table(lake, "raw_transactions").num_rows
+
+
+def test_a_lake_of_another_state_format_is_refused_before_a_month_is_written(tmp_path, monkeypatch):
+    """Format 2 (customer_labels.experiment_arms) cannot continue a format-1 lake: appending wrote
+    raw_customers and raw_transactions, then failed on the labels' schema; run resumed it blindly."""
+    lake = tmp_path / "lake"
+    s = scenario_from_dict(SCEN)
+    store.run(s, lake, months=2)
+    versions = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
+    monkeypatch.setattr(store, "STATE_FORMAT", store.STATE_FORMAT + 1)  # this build reads the lake as older
+    with pytest.raises(StorageError, match=r"state format 2\); this is .*, which cannot continue it"):
+        store.append(lake, months=1)
+    with pytest.raises(StorageError, match="holds a run of another scenario .or another package version."):
+        store.run(s, lake, months=3)
+    assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == versions

@@ -55,7 +55,9 @@ LABELS = pa.schema([
     pa.field("tenure_days", pa.int32()),
     pa.field("dropped_out", pa.bool_()),
     pa.field("dropout_date", pa.date32()),
-    pa.field("experiment_arm", pa.string()),
+    # Experiment name -> "treatment" / "control", for every experiment the customer is assigned
+    # in; null when in none. A map keeps the schema the same whatever the scenario's experiments.
+    pa.field("experiment_arms", pa.map_(pa.string(), pa.string())),
 ])
 
 DAILY_METRICS = pa.schema([
@@ -92,6 +94,18 @@ def timestamps(t: np.ndarray) -> pa.Array:
     """Engine times (float days) as UTC microsecond timestamps."""
     us = np.round(np.asarray(t) * 86_400_000_000).astype(np.int64)
     return pa.array(us, pa.int64()).cast(_UTC)
+
+
+def _arms_map(arms: np.ndarray, names: list[str]) -> pa.Array:
+    """Rows x experiments arm codes (1 treatment, 0 control, -1 none) as a map column."""
+    assigned = arms >= 0
+    counts = assigned.sum(axis=1)
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
+    rows, cols = np.nonzero(assigned)  # row-major: each row's experiments in scenario order
+    keys = pa.array(np.array(names, dtype=object)[cols] if len(cols) else [], pa.string())
+    items = pa.array(np.where(arms[rows, cols] == 1, "treatment", "control").astype(object), pa.string())
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, items, type=LABELS.field("experiment_arms").type,
+                                   mask=pa.array(counts == 0))
 
 
 def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> dict[str, pa.Table]:
@@ -138,7 +152,6 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
     lab = {k: np.concatenate([m.labels[k] for m in months]) for k in months[0].labels}
     order = np.argsort(lab["customer_id"], kind="stable")
     lab = {k: v[order] for k, v in lab.items()}
-    arm = lab["experiment_arm"]
     labels = pa.table({
         "customer_id": lab["customer_id"],
         "label_date": days_to_date32(lab["label_day"]),
@@ -148,7 +161,7 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
         "tenure_days": lab["tenure_days"].astype(np.int32),
         "dropped_out": lab["dropped_out"],
         "dropout_date": days_to_date32(lab["dropout_day"], mask=~lab["dropped_out"]),
-        "experiment_arm": pa.array(np.where(arm == 1, "treatment", "control").astype(object), pa.string(), mask=arm < 0),
+        "experiment_arms": _arms_map(lab["experiment_arms"], [e.name for e in s.experiments]),
     }, schema=LABELS)
 
     daily = months[0].daily

@@ -18,7 +18,7 @@ from sim.cli import main
 from sim.cli._common import BadInput, ChecksFailed, F, echo_json, handle_errors, lake_option, load, scenario_options
 
 
-def _analysis_errors(fn: F) -> F:
+def analysis_errors(fn: F) -> F:
     """Analysis raises ``ValueError`` for unusable input and deltalake errors for a missing table."""
 
     @functools.wraps(fn)
@@ -62,7 +62,7 @@ def _window(ctx: click.Context, param: click.Parameter, value: str):
               help="Also write a snapshot at every month end from the first transaction up to --as-of.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
-@_analysis_errors
+@analysis_errors
 def features(lake: str, as_of: dt.date | None, every: str | None, as_json: bool) -> None:
     """Write point-in-time customer features to LAKE/customer_features.
 
@@ -101,7 +101,7 @@ def features(lake: str, as_of: dt.date | None, every: str | None, as_json: bool)
               help="Days between the feature date and the label date.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-@_analysis_errors
+@analysis_errors
 def model_check_cmd(lake: str, population: str, horizon_days: int, as_json: bool) -> None:
     """Train churn models on earlier label dates, test on later ones; report AUC and calibration.
 
@@ -144,7 +144,7 @@ def model_check_cmd(lake: str, population: str, horizon_days: int, as_json: bool
               help="Compare features over active customers (a purchase in 90 days) or everyone.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
-@_analysis_errors
+@analysis_errors
 def drift(lake: str, reference, current, other_lake: str | None, reference_version: int | None,
           current_version: int | None, population: str, as_json: bool) -> None:
     """Compare feature and daily-metric distributions between two windows; exit 1 on drift.
@@ -183,9 +183,12 @@ def drift(lake: str, reference, current, other_lake: str | None, reference_versi
         raise ChecksFailed(f"drift in {len(report.flagged)} column(s): {', '.join(report.flagged)}")
 
 
-def _neutralised(data: dict[str, Any], *, seed: int | None = None) -> dict[str, Any]:
+def _neutralised(data: dict[str, Any], *, seed: int | None = None, experiment: str | None = None) -> dict[str, Any]:
+    """The twin: ``experiment``'s treatment (every experiment's when None) with multipliers 1.0."""
     twin = json.loads(json.dumps(data))
     for e in twin.get("experiments") or []:
+        if experiment is not None and e["name"] != experiment:
+            continue  # the other experiments run in the twin as in the run: the twin differs by one treatment
         for key in list(e.get("treatment") or {}):
             if key.endswith("_multiplier"):
                 e["treatment"][key] = 1.0
@@ -200,7 +203,7 @@ def _neutralised(data: dict[str, Any], *, seed: int | None = None) -> dict[str, 
 @click.option("--json", "as_json", is_flag=True, help="Print the read-out as JSON.")
 @scenario_options
 @handle_errors
-@_analysis_errors
+@analysis_errors
 def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...], env: str | None) -> None:
     """A/B read-out of SCENARIO's experiment, with the true effect beside it.
 
@@ -225,8 +228,9 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
 
     # One set of target scales for all three runs: the twin must differ from the run by the treatment only.
     c = solve_targets(s)
-    runs = [simulate(x, scales=c) for x in (s, scenario_from_dict(_neutralised(data)),
-                                                 scenario_from_dict(_neutralised(data, seed=s.seed + 1)))]
+    only = experiment["name"]
+    runs = [simulate(x, scales=c) for x in (s, scenario_from_dict(_neutralised(data, experiment=only)),
+                                                 scenario_from_dict(_neutralised(data, seed=s.seed + 1, experiment=only)))]
     result = ab_readout(runs[0], experiment, twin=runs[1], independent=runs[2])
     if as_json:
         echo_json(result)
@@ -247,20 +251,23 @@ def ab(scenario: str, name: str | None, as_json: bool, overrides: tuple[str, ...
 @main.command()
 @lake_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory for the PNGs.")
+@click.option("--customers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also write customers.png: N customer trajectories, stratified by segment, seeded by the scenario.")
 @handle_errors
-@_analysis_errors
-def plot(lake: str, out: str) -> None:
+@analysis_errors
+def plot(lake: str, out: str, customers: int) -> None:
     """Plot behaviour trajectories of the lake as PNGs in OUT.
 
     activity.png, cohort_retention.png, intensity_hazard.png, churn_vs_recency.png and, when the
     lake ran an experiment, ab_arms.png. Interventions, drift onsets and experiment assignments
-    (from LAKE/_churnsim/scenario.json) are marked.
+    (from LAKE/_churnsim/scenario.json) are marked. With --customers N, customers.png: one row per
+    sampled customer (purchases sized by amount, segment changes, latent dropout, churned months).
 
     \b
     Example:
-      churnsim plot --lake ./lake --out ./plots
+      churnsim plot --lake ./lake --out ./plots --customers 20
     """
     from analysis.plots import plot_all
 
-    for p in plot_all(lake, out):
+    for p in plot_all(lake, out, customers=customers):
         click.echo(str(p))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from sim.cli import main
-from sim.cli._common import ChecksFailed, F, echo_json, handle_errors, lake_option
+from sim.cli._common import BadInput, ChecksFailed, F, echo_json, handle_errors, lake_option
+from sim.cli.commands_analysis import analysis_errors
 
 _MAX_KEYS = 10
 
@@ -49,14 +50,35 @@ def validate(lake: str, version: int | None, as_json: bool) -> None:
 @_version_option
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True,
               help="Output format.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write the lake report instead: one self-contained HTML page (figures embedded).")
+@click.option("--customers", type=click.IntRange(min=0), default=20, show_default=True, metavar="N",
+              help="With --html: how many customer trajectories to draw.")
 @handle_errors
-def report(lake: str, version: int | None, fmt: str) -> None:
+@analysis_errors
+def report(lake: str, version: int | None, fmt: str, html_path: str | None, customers: int) -> None:
     """The guide's data-quality dashboard per month (customers and transactions).
+
+    With --html FILE: the lake report, one HTML page that opens in any browser with nothing
+    fetched: what was simulated, the scenario's ground truth (drifts, interventions,
+    experiments), the tables with the dashboard and the corruption manifest, the behaviour
+    trajectories and a sample of customer trajectories.
 
     \b
     Example:
       churnsim report --lake ./lake --format markdown
+      churnsim report --lake ./lake --html report.html
     """
+    if html_path is not None:
+        if version is not None:
+            raise BadInput("--html reports the latest version of the lake: drop --version")
+        from analysis.report import write_report
+
+        try:
+            click.echo(str(write_report(lake, html_path, customers=customers)))
+        except OSError as exc:
+            raise BadInput(f"--html {html_path}: cannot write it ({exc.strerror or exc})") from None
+        return
     from analysis.quality_report import lake_dashboard, to_markdown, to_records
 
     frame = lake_dashboard(lake, version=version)

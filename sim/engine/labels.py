@@ -34,11 +34,13 @@ def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.nd
     tenure = d - since_day
     dropout = agents.dropout[rows]
     dropped = dropout < period.t1  # NaN compares False
-    arm = np.full(len(rows), -1, np.int8)
-    if s.experiments:
-        flags = agents.flags[rows]
-        arm[(flags >> np.uint64(EXPERIMENT_BIT0 + 1)) & np.uint64(1) == 1] = 0
-        arm[(flags >> np.uint64(EXPERIMENT_BIT0)) & np.uint64(1) == 1] = 1
+    # Column e: the arm in experiment e (1 treatment, 0 control, -1 not assigned).
+    arms = np.full((len(rows), len(s.experiments)), -1, np.int8)
+    flags = agents.flags[rows]
+    for e in range(len(s.experiments)):
+        bit = np.uint64(EXPERIMENT_BIT0 + 2 * e)
+        arms[(flags >> (bit + np.uint64(1))) & np.uint64(1) == 1, e] = 0
+        arms[(flags >> bit) & np.uint64(1) == 1, e] = 1
     return {
         "customer_id": agents.customer_id[rows],
         "label_day": np.full(len(rows), d, np.int64),
@@ -48,5 +50,5 @@ def label_arrays(agents: Agents, period: Period, s: Scenario) -> dict[str, np.nd
         "tenure_days": tenure,
         "dropped_out": dropped,
         "dropout_day": np.where(dropped, np.floor(np.nan_to_num(dropout, nan=0.0)), 0).astype(np.int64),
-        "experiment_arm": arm,
+        "experiment_arms": arms,
     }

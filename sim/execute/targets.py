@@ -2,9 +2,12 @@
 
 The label is never drawn. Instead two scales (on every segment's purchase rate and dropout
 hazard) are solved for by Newton's method on a pilot population simulated with the same model,
-so that the run's labels come out at the target rate. The 60-day rule puts a floor under the
-label rate when purchases are sparse (a live customer can go 60 days without buying); a target
-below that floor is refused before anything is simulated, naming the feasible range.
+so that the run's labels come out at the target rate. The scales are per customer, so the pilot
+has a fixed size whatever the population's: a run of 300 customers gets the scales of one of
+6,000 (at 300, one customer's label moves the rate by a third of a point, more than the
+tolerance, and Newton could not settle). The 60-day rule puts a floor under the label rate when
+purchases are sparse (a live customer can go 60 days without buying); a target outside the range
+measured between the hazard's bounds is refused before anything is simulated, naming that range.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ _TXN_TOL = 0.015  # relative
 _CHURN_TOL = 0.003  # absolute
 _MIN_HAZARD_SCALE = 1e-4
 _MAX_HAZARD_SCALE = 1e3
+# Scales solved in this process, by the pilot scenario's digest: runs that differ only in
+# population.size (or shard_size) share a pilot, so they share one solve.
+_SOLVED: dict[str, TargetScales] = {}
+_SOLVED_MAX = 64
 
 
 class _Purchases:
@@ -59,22 +66,44 @@ def measure(s: Scenario, c: TargetScales) -> tuple[float, float]:
 
 
 def _pilot(s: Scenario, size: int) -> Scenario:
-    n = min(s.population.size, size)
-    return replace(s, population=replace(s.population, size=n, shard_size=max(n, 100)))
+    """``s`` at ``size`` customers in one shard: the per-customer model is unchanged (segment
+    counts and acquisitions are shares of the size), and nothing depends on the run's size."""
+    return replace(s, population=replace(s.population, size=size, shard_size=max(size, 100)))
 
 
 def solve_targets(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> TargetScales:
-    """Scales that make ``s`` meet its targets; the identity when it sets none."""
+    """Scales that make ``s`` meet its targets; the identity when it sets none.
+
+    Raises:
+        InfeasibleTargetError: ``targets.churn_rate`` lies outside the range the pilot reaches
+            between the hazard scale's bounds.
+    """
     want_txn, want_churn = s.targets.avg_transactions_per_customer, s.targets.churn_rate
     if want_txn is None and want_churn is None:
         return TargetScales()
     pilot = _pilot(s, pilot_size)
+    key = pilot.digest()
+    if key not in _SOLVED:
+        if len(_SOLVED) >= _SOLVED_MAX:
+            del _SOLVED[next(iter(_SOLVED))]
+        _SOLVED[key] = _solve(s, pilot)
+    return _SOLVED[key]
+
+
+def _solve(s: Scenario, pilot: Scenario) -> TargetScales:
+    """Newton's method (Broyden's updates) on the pilot, from the identity scales."""
+    want_txn, want_churn = s.targets.avg_transactions_per_customer, s.targets.churn_rate
+    tol = np.array([_TXN_TOL, _CHURN_TOL])
+    best: dict[str, float | np.ndarray] = {"score": np.inf}  # the iterate with the smallest residual
 
     def residual(x: np.ndarray) -> np.ndarray:
         txn, churn = measure(pilot, TargetScales(math.exp(x[0]), math.exp(x[1])))
         r = np.array([math.log(max(txn, 1e-9) / want_txn) if want_txn else 0.0,
                       churn - want_churn if want_churn is not None else 0.0])
-        log.debug("target scales %s: %.3f purchases/customer, churn %.4f", np.exp(x).round(4), txn, churn)
+        log.debug("calibration at %s: %.3f purchases/customer, churn %.4f", np.exp(x).round(4), txn, churn)
+        score = float(np.max(np.abs(r) / tol))
+        if score < best["score"]:
+            best.update(score=score, x=x.copy(), txn=txn, churn=churn)
         return r
 
     free = np.array([want_txn is not None, want_churn is not None])
@@ -103,24 +132,31 @@ def solve_targets(s: Scenario, *, pilot_size: int = PILOT_SIZE) -> TargetScales:
         at_floor = x_new[1] <= math.log(_MIN_HAZARD_SCALE) + 1e-9 and r_new[1] > _CHURN_TOL
         at_ceiling = x_new[1] >= math.log(_MAX_HAZARD_SCALE) - 1e-9 and r_new[1] < -_CHURN_TOL
         if want_churn is not None and (at_floor or at_ceiling):
-            _infeasible(s, pilot, x_new)
+            _check_feasible(s, pilot, x_new, want_churn)
         x, r = x_new, r_new
     if abs(r[0]) < 3 * _TXN_TOL and abs(r[1]) < 3 * _CHURN_TOL:
         return TargetScales(math.exp(x[0]), math.exp(x[1]))
-    _infeasible(s, pilot, x)
-    raise AssertionError("unreachable")
+    x = best["x"]  # type: ignore[assignment]
+    if want_churn is not None:
+        _check_feasible(s, pilot, x, want_churn)
+    # Inside the measured range but not settled: the best iterate is the closest the pilot gets.
+    log.warning("calibration did not settle: using the closest scales found, %.3f purchases/customer "
+                "(target %s) and churn %.4f (target %s) on the pilot", best["txn"], want_txn, best["churn"], want_churn)
+    return TargetScales(math.exp(x[0]), math.exp(x[1]))
 
 
-def _infeasible(s: Scenario, pilot: Scenario, x: np.ndarray) -> None:
-    """Raise with the feasible churn range at the requested volume."""
+def _check_feasible(s: Scenario, pilot: Scenario, x: np.ndarray, want: float) -> None:
+    """Raise, naming the feasible churn range at the volume ``x[0]``, if ``want`` lies outside it."""
     floor = measure(pilot, TargetScales(math.exp(x[0]), _MIN_HAZARD_SCALE))[1]
     ceiling = measure(pilot, TargetScales(math.exp(x[0]), _MAX_HAZARD_SCALE))[1]
+    if floor <= want <= ceiling:
+        return
     t = s.targets
     why = ("with so few purchases, live customers already go 60 days without buying"
-           if t.churn_rate is not None and t.churn_rate < floor else
+           if want < floor else
            "the label needs 60 days of tenure and 60 days of silence, which a short horizon cannot give")
     raise InfeasibleTargetError(
         f"targets.churn_rate: expected a value in the feasible range [{floor:.3f}, {ceiling:.3f}] for "
         f"avg_transactions_per_customer={t.avg_transactions_per_customer} over "
-        f"{(s.end_date - s.calendar.start_date).days + 1} days (got {t.churn_rate}); {why}"
+        f"{(s.end_date - s.calendar.start_date).days + 1} days (got {want}); {why}"
     )

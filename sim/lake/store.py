@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 
 APP_ID = "churnsim"
 MANIFEST_TABLE = "quality_manifest"
-STATE_FORMAT = 1
+# A lake of another format is refused before a month is written. 2: customer_labels carries
+# experiment_arms (a map), not experiment_arm; a month of the new schema cannot join a format-1 table.
+STATE_FORMAT = 2
 _META_KEY = "churnsim"
 
 
@@ -375,6 +377,8 @@ def run(
     status = lake_status(lake)
     same = (status.meta or {}).get("scenario_digest", status.table_scenario_digest) == scenario.digest()
     resumable = (status.has_tables or status.state is not None) and same and (status.intent or {}).get("command") == "run"
+    # A state of another format (or package version) reads as None: such a lake cannot be resumed.
+    resumable = resumable and (status.meta is None or status.state is not None)
     if status.has_tables or status.state is not None:
         if overwrite:
             pass

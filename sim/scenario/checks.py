@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sim.contracts import CATEGORIES, ISSUE_KINDS
+from sim.contracts import CATEGORIES, ISSUE_KINDS, MAX_EXPERIMENTS, MAX_INTERVENTIONS
 from sim.scenario.hints import did_you_mean, fail
 from sim.scenario.schema import SEGMENT_NAMES, Scenario, Target
 
@@ -50,6 +50,10 @@ def check_scenario(s: Scenario, src: str) -> None:
     end = s.end_date
     for i, h in enumerate(s.seasonality.holidays):
         _check_date(src, f"seasonality.holidays[{i}].date", h.date, cal.start_date, None)
+    for key, items, most in (("interventions", s.interventions, MAX_INTERVENTIONS),
+                             ("experiments", s.experiments, MAX_EXPERIMENTS)):
+        if len(items) > most:
+            fail(src, key, len(items), f"at most {most} {key}")
     names: set[str] = set()
     for i, iv in enumerate(s.interventions):
         p = f"interventions[{i}]"
