@@ -189,8 +189,11 @@ def arm_daily(tables: Tables) -> pd.DataFrame:
     sizes = arms.groupby("experiment_arm").size()
     t = tx.merge(arms, on="customer_id")
     t["date"] = pd.to_datetime(t["transaction_date"])
+    # From the first label month: transactions before it are history (README), not simulated days.
+    start = pd.to_datetime(labels["label_date"]).min().to_period("M").start_time
+    t = t[t["date"] >= start]
     daily = t.groupby(["date", "experiment_arm"])["amount"].agg(["size", "sum"]).unstack("experiment_arm").fillna(0)
-    full = pd.date_range(pd.to_datetime(tx["transaction_date"]).min(), pd.to_datetime(tx["transaction_date"]).max())
+    full = pd.date_range(start, pd.to_datetime(tx["transaction_date"]).max())
     daily = daily.reindex(full, fill_value=0)
     rows = []
     for arm, n in sizes.items():

@@ -6,13 +6,14 @@ the latter makes the interpreter abort at exit in a share of runs (delta-rs #218
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-__all__ = ["read_table", "table_version", "table_path"]
+__all__ = ["read_table", "table_path", "table_version", "window_start"]
 
 
 def table_path(lake: str | Path, name: str) -> str:
@@ -41,3 +42,16 @@ def read_table(
 
 def table_version(lake: str | Path, name: str) -> int:
     return DeltaTable(table_path(lake, name)).version()
+
+
+def window_start(lake: str | Path, *, version: int | None = None) -> dt.date | None:
+    """The first simulated day: the first ``metric_date`` (None for a lake without metrics).
+
+    raw_transactions also holds history dated before it (each initial customer's last purchase
+    before the window), so its first ``transaction_date`` is not the window's start.
+    """
+    path = table_path(lake, "daily_metrics")
+    if not DeltaTable.is_deltatable(path):
+        return None
+    dates = read_table(lake, "daily_metrics", version=version, columns=["metric_date"]).column("metric_date")
+    return dates.to_pandas().min() if len(dates) else None

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Mapping
@@ -104,9 +105,16 @@ def plot_activity(metrics: pd.DataFrame, events: list, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_cohorts(customers: pd.DataFrame, transactions: pd.DataFrame, path: Path, *, max_cohorts: int = 12) -> Path:
-    """Share of each signup-month cohort purchasing in month k after signup."""
-    start = pd.to_datetime(transactions["transaction_date"]).min().to_period("M")
+def plot_cohorts(customers: pd.DataFrame, transactions: pd.DataFrame, path: Path, *, max_cohorts: int = 12,
+                 start: dt.date | pd.Timestamp | None = None) -> Path:
+    """Share of each signup-month cohort purchasing in month k after signup.
+
+    ``start`` is the simulation's first day (default the first transaction); history rows before
+    it (initial customers' last purchases before the window) are left out.
+    """
+    first = pd.to_datetime(transactions["transaction_date"]).min() if start is None else pd.Timestamp(start)
+    transactions = transactions[pd.to_datetime(transactions["transaction_date"]) >= first]
+    start = first.to_period("M")
     c = customers[["customer_id", "customer_since_date"]].copy()
     since = pd.to_datetime(c["customer_since_date"]).dt.to_period("M")
     c["cohort"] = since.where(since >= start, start - 1)
@@ -248,9 +256,10 @@ def plot_all(lake: str | Path, out_dir: str | Path) -> list[Path]:
     customers, transactions = load_inputs(lake)
     paths = [
         plot_activity(metrics, events, out / "activity.png"),
-        plot_cohorts(customers, transactions, out / "cohort_retention.png"),
+        plot_cohorts(customers, transactions, out / "cohort_retention.png", start=metrics["metric_date"].min()),
         plot_intensity_hazard(metrics, labels, out / "intensity_hazard.png"),
-        plot_churn_vs_recency(training_frame(customers, transactions, labels, warmup_days=30),
+        plot_churn_vs_recency(training_frame(customers, transactions, labels, warmup_days=30,
+                                             start=metrics["metric_date"].min()),
                               out / "churn_vs_recency.png"),
     ]
     if labels["experiment_arm"].notna().any():

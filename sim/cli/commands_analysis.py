@@ -72,12 +72,14 @@ def features(lake: str, as_of: dt.date, every: str | None, as_json: bool) -> Non
       churnsim features --lake ./lake --as-of 2024-12-31 --every month
     """
     from analysis.features import load_inputs, month_ends, write_features
+    from analysis.lake import window_start
 
     dates = [as_of]
     if every == "month":
         _, tx = load_inputs(lake)
         if len(tx):
-            first = tx["transaction_date"].min()
+            # From the simulation's first day: the history rows before it are not a month of their own.
+            first = window_start(lake) or tx["transaction_date"].min()
             dates = sorted({*month_ends(first.date() if hasattr(first, "date") else first, as_of), as_of})
     frame = write_features(lake, dates)
     summary = {"table": str(Path(lake) / "customer_features"), "as_of_dates": [str(d) for d in dates],
