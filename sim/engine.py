@@ -24,7 +24,7 @@ import simpy
 
 from sim import keyed
 from sim.calendar import Period, epoch_day, horizon_end, horizon_periods, next_period
-from sim.customer import Agents, Purchases, Rates, advance, customer, graduating
+from sim.customer import Agents, Purchases, Rates, advance, customer, graduating, purchases_at
 from sim.labels import label_arrays
 from sim.metrics import DailyPartials, daily_partials
 from sim.scenario import MAX_INTERVENTIONS, Drift, Scenario
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 _DAYS_PER_MONTH = 365.25 / 12
 _EXPERIMENT_BIT0 = MAX_INTERVENTIONS  # bits 0..31: interventions; 32+2e / 33+2e: experiment e treatment / control
 _GRAD_BLOCK = 1 << 20  # keys the post-graduation part of a block apart from the block itself
+_HISTORY_BLOCK = 1 << 21  # keys the initial customers' last purchase before the window
 
 
 @dataclass(frozen=True)
@@ -418,12 +419,15 @@ def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, peri
     """
     start = float(epoch_day(s.calendar.start_date))
     new_cols: dict[str, np.ndarray] = {}
+    history: Purchases | None = None
     if period.index == 0 and len(agents) == 0:
         size = s.population.size - _acquisition_total(s)
         lo, hi = shard * s.population.shard_size + 1, min((shard + 1) * s.population.shard_size, size)
         if lo <= hi:
             agents, age, seg = _initial_agents(s, c, shard, np.arange(lo, hi + 1, dtype=np.int64))
             new_cols = {"customer_id": agents.customer_id, "age": age, "segment": seg, "since": agents.since}
+            if outputs:
+                history = _history(s, c, agents, start)
     newcomers = Agents.empty()
     if len(arrival_ids):
         rng = keyed.generator(s.seed, 2, shard, period.index)
@@ -459,7 +463,22 @@ def simulate_shard(s: Scenario, c: Calibration, shard: int, agents: Agents, peri
         prev_segment=np.r_[prev_segment, world.agents.segment[n_old:]],
     )
     labels = label_arrays(world.agents, period, s)
+    if history is not None:
+        # History goes to raw_transactions only: daily metrics stay inside the window.
+        purchases = _concat_purchases([history, purchases])
     return world.agents, ShardMonth(shard, new_cols, purchases, labels, daily)
+
+
+def _history(s: Scenario, c: Calibration, agents: Agents, start: float) -> Purchases:
+    """Each initial customer's last purchase before the window (its ``last``), as a transaction.
+
+    Labels and 30-day activity read recency off ``last``; writing it makes them recomputable from
+    the tables. It looks like any purchase of its segment under the rules in force at the start.
+    """
+    i = np.flatnonzero(~np.isnan(agents.last))
+    rates = _rates(s, c, start)
+    return purchases_at(agents.customer_id[i], agents.last[i], agents.segment[i], agents.spend_scale[i], rates,
+                        seed=s.seed, period=0, block=_HISTORY_BLOCK, counter=np.zeros(len(i), np.int64))
 
 
 def _concat_purchases(parts: list[Purchases]) -> Purchases:

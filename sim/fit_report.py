@@ -114,14 +114,20 @@ def distances(real: LogStats, sim: LogStats) -> dict[str, float]:
 
 
 def simulated_log(scenario: Scenario) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run ``scenario`` in memory: (canonical occasions log, customers with ``customer_id``, ``segment``)."""
+    """Run ``scenario`` in memory: (canonical occasions log, customers with ``customer_id``, ``segment``).
+
+    The log is the window's: the history rows before it (initial customers' last purchases) are
+    not in a real log of the window either.
+    """
     from sim.api import simulate
+    from sim.calendar import epoch_day
 
     tables = simulate(scenario)
     txn = tables["raw_transactions"]
     day = txn["transaction_date"].cast("int32").to_numpy()
     df = pd.DataFrame({"customer_id": txn["customer_id"].to_numpy(), "day": day.astype(np.int64),
                        "amount": txn["amount"].to_numpy()})
+    df = df[df["day"] >= epoch_day(scenario.calendar.start_date)]
     occ = df.groupby(["customer_id", "day"], as_index=False, sort=True)["amount"].sum()
     cust = tables["raw_customers"].select(["customer_id", "segment"]).to_pandas()
     return occ, cust

@@ -271,7 +271,7 @@ def _from_ipc(text: str | None) -> pa.Table | None:
 
 
 def _commit_month(lake: Path, before: RunState, after: RunState, period: Period, months: list,
-                  *, end_date: dt.date, carry: pa.Table | None) -> tuple[MonthWritten, pa.Table | None]:
+                  *, carry: pa.Table | None) -> tuple[MonthWritten, pa.Table | None]:
     month_no = period.index + 1
     tables = month_tables(before, period, months)
     corruption = after.scenario.corruption
@@ -280,8 +280,8 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
         from sim.quality import corrupt_month
 
         tables, manifest, carry = corrupt_month(
-            tables, period_index=period.index, seed=after.scenario.seed, rate=corruption.rate,
-            rates=corruption.rates, end_date=end_date, carry=carry)
+            tables, period=period, seed=after.scenario.seed, rate=corruption.rate,
+            rates=corruption.rates, carry=carry)
         extra[MANIFEST_TABLE] = manifest
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": _package_version(), "month": period.label, "period_index": period.index}
@@ -299,7 +299,7 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
         written.rows[name] = tables[name].num_rows
         _checkpoint(f"after {name} {period.label}")
     state_path = str(_internal(lake) / "state")
-    meta = {**_meta(after), "carry": _ipc(carry), "end_date": end_date.isoformat()}
+    meta = {**_meta(after), "carry": _ipc(carry)}
     write_deltalake(state_path, _state_table(after), mode="overwrite", schema_mode="overwrite",
                     commit_properties=CommitProperties(custom_metadata={_META_KEY: json.dumps(meta)},
                                                        app_transactions=[Transaction(APP_ID, month_no)]))
@@ -307,20 +307,10 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
     return written, carry
 
 
-def _target_end(state: RunState, target: int) -> dt.date:
-    """Last day of month ``target`` (0-based) continuing from ``state``."""
-    probe = replace(state)
-    while probe.period is None or probe.period.index < target:
-        probe = replace(probe, period=probe.next_period())
-    return probe.period.end
-
-
 def _advance(lake: Path, state: RunState, target: int, *, runner: ShardRunner,
              progress: Callable[[MonthWritten], None] | None, carry: pa.Table | None = None) -> RunState:
-    end_date = _target_end(state, target)
-
     def commit(before: RunState, after: RunState, period: Period, months: list, carry: pa.Table | None):
-        written, carry = _commit_month(lake, before, after, period, months, end_date=end_date, carry=carry)
+        written, carry = _commit_month(lake, before, after, period, months, carry=carry)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if progress:
             progress(written)
