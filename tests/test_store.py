@@ -294,7 +294,7 @@ def _all_tables(lake: Path) -> dict[str, pa.Table]:
     out = {}
     for name in (*TABLES, store.MANIFEST_TABLE):
         t = read_table(lake, name)
-        out[name] = t.sort_by([(c, "ascending") for c in t.column_names if c != "transaction_ts"])
+        out[name] = t.sort_by([(c, "ascending") for c in t.column_names if c not in ("transaction_ts", "experiment_arms")])
     return out
 
 
