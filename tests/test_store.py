@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,21 +117,50 @@ def test_kill_minus_9_at_random_moments(tmp_path, reference):
     _assert_exactly(reference, lake)
 
 
+_HOLD = """
+import sys, time
+from pathlib import Path
+from sim.lock import lake_lock
+with lake_lock(Path(sys.argv[1]), command="optimize"):
+    print("held", flush=True)
+    time.sleep(30)
+"""
+
+
 def test_a_second_writer_is_refused_while_the_first_holds_the_lake(tmp_path):
     lake = tmp_path / "lake"
     store.run(scenario_from_dict(SCEN), lake, months=2)
     before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(lake)], stdout=subprocess.PIPE, text=True)
     try:
-        (lake / "_churnsim" / "lock").write_text(f"{os.uname().nodename}:{holder.pid}")
-        with pytest.raises(StorageError, match=r"another churnsim process .* is writing this lake"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StorageError) as refused:
             store.append(lake, months=1)
+        assert str(refused.value) == (
+            f"{lake}: churnsim optimize (pid {holder.pid} on {os.uname().nodename}, since "
+            f"{json.loads((lake / '_churnsim' / 'lock').read_text())['since']}) is writing this lake; "
+            "wait for it to finish, then rerun")
     finally:
         holder.kill()
         holder.wait()
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == before
-    store.append(lake, months=1)  # the dead holder's lock is taken over
+    store.append(lake, months=1)  # the kernel let go of the killed holder's lock
     assert DeltaTable(str(lake / "raw_transactions")).version() == 2
+    assert not (lake / "_churnsim" / "lock").exists()
+
+
+def test_a_lock_file_naming_a_live_process_does_not_hold_the_lake(tmp_path):
+    """A file left by a killed writer whose pid now belongs to another program (pid reuse)."""
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=1)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (lake / "_churnsim" / "lock").write_text(f"{os.uname().nodename}:{other.pid}")
+        store.append(lake, months=1)
+    finally:
+        other.kill()
+        other.wait()
+    assert DeltaTable(str(lake / "raw_transactions")).version() == 1
 
 
 def test_concurrent_appends_never_duplicate(tmp_path):
@@ -161,7 +191,9 @@ def test_refusals_write_nothing(tmp_path, monkeypatch):
     store.run(scenario_from_dict(SCEN), lake, months=6)
     before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
     with pytest.raises(StorageError, match="holds a finished run of this scenario"):
-        store.run(scenario_from_dict(SCEN), lake)
+        store.run(scenario_from_dict(SCEN), lake, months=5)
+    with pytest.raises(StorageError, match="holds a finished run of this scenario"):
+        store.run(scenario_from_dict(SCEN), lake, months=7)
     with pytest.raises(StorageError, match="holds a run of another scenario"):
         store.run(scenario_from_dict({**SCEN, "seed": 12}), lake)
     monkeypatch.setattr(store, "_package_version", lambda: "9.9.0")
