@@ -24,13 +24,12 @@ Every command takes the lake's lock first, then reads the lake's status and deci
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,7 +43,7 @@ from deltalake.exceptions import DeltaError
 from sim.calendar import Period, horizon_periods
 from sim.customer import Agents
 from sim.engine import Calibration, RunState, ShardRunner, initial_state, local_runner, step
-from sim.errors import ScenarioError, StorageError
+from sim.errors import ScenarioError
 from sim.lock import lake_lock
 from sim.plan import LakeStatus, Plan, Request, decide, parse_until
 from sim.records import TABLES, month_tables
@@ -184,8 +183,9 @@ _UNREADABLE = (DeltaError, OSError, ValueError, KeyError, TypeError, pa.ArrowExc
 def _read_intent(path: Path) -> dict[str, Any] | None:
     intent = _read_json(path)
     if intent is not None and not (isinstance(intent, dict) and intent.get("command") in ("run", "append")
-                                   and isinstance(intent.get("target_period"), int)):
-        raise ValueError("not a churnsim intent (expected command and target_period)")
+                                   and isinstance(intent.get("target_period"), int)
+                                   and (intent["command"] == "run" or isinstance(intent.get("scenario"), dict))):
+        raise ValueError("not a churnsim intent (expected command, target_period and, for append, scenario)")
     return intent
 
 

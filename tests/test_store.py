@@ -226,6 +226,18 @@ def test_a_damaged_intent_or_state_is_one_line_exit_1_and_nothing_written(tmp_pa
     assert store.lake_status(lake).damaged is None
 
 
+def test_an_intent_of_another_shape_is_reported_as_damaged_not_raised(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=1)
+    path = lake / "_churnsim" / "intent.json"
+    for text in ("[]", '{"command": "append", "target_period": 3}', '{"command": "run"}'):
+        path.write_text(text)
+        damaged = store.lake_status(lake).damaged
+        assert damaged.startswith(f"{path}: unreadable (ValueError: not a churnsim intent"), damaged
+        with pytest.raises(StorageError, match="not a churnsim intent"):
+            store.append(lake, until="2024-03")
+
+
 def test_a_deleted_intent_is_continued_by_append_until(tmp_path, reference):
     lake = tmp_path / "lake"
     store.run(scenario_from_dict(SCEN), lake, months=3)
