@@ -203,8 +203,13 @@ def arm_daily(tables: Tables, *, experiment: str) -> pd.DataFrame:
     sizes = arms.groupby("arm").size()
     t = tx.merge(arms, on="customer_id")
     t["date"] = pd.to_datetime(t["transaction_date"])
+    label_dates = pd.to_datetime(_frame(tables["customer_labels"])["label_date"])
+    # Simulated days only: history before the first label month (README) and defects dated after the
+    # last label date are not days of the experiment.
+    start, end = label_dates.min().to_period("M").start_time, label_dates.max()
+    t = t[(t["date"] >= start) & (t["date"] <= end)]
     daily = t.groupby(["date", "arm"])["amount"].agg(["size", "sum"]).unstack("arm").fillna(0)
-    full = pd.date_range(pd.to_datetime(tx["transaction_date"]).min(), pd.to_datetime(tx["transaction_date"]).max())
+    full = pd.date_range(start, end)
     daily = daily.reindex(full, fill_value=0)
     rows = []
     for arm, n in sizes.items():

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.features import FEATURE_COLUMNS, compute_features, load_inputs, month_ends
-from analysis.lake import read_table
+from analysis.lake import read_table, window_start
 
 __all__ = [
     "ColumnDrift",
@@ -205,12 +205,12 @@ def window_features(
         ValueError: every snapshot falls inside the warm-up after the first transaction.
     """
     customers, transactions = load_inputs(lake, version=version)
-    first = pd.to_datetime(transactions["transaction_date"]).min().date()
+    first = window_start(lake, version=version) or pd.to_datetime(transactions["transaction_date"]).min().date()
     ready = first + dt.timedelta(days=warmup_days)
     dates = [d for d in (month_ends(window.start, window.end) or [window.end]) if d >= ready]
     if not dates:
-        raise ValueError(f"window {window}: features need {warmup_days} days of history and transactions "
-                         f"start on {first}; use a window ending on or after {ready}")
+        raise ValueError(f"window {window}: features need {warmup_days} days of history and the simulation "
+                         f"starts on {first}; use a window ending on or after {ready}")
     feats = compute_features(customers, transactions, dates)
     if population == "active":
         feats = feats[feats["frequency_90d"] > 0]

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-__all__ = ["last_label_date", "read_table", "table_path"]
+__all__ = ["last_label_date", "read_table", "table_path", "window_start"]
 
 
 def table_path(lake: str | Path, name: str) -> str:
@@ -56,3 +56,16 @@ def last_label_date(lake: str | Path, *, version: int | None = None) -> dt.date:
     if last is None:
         raise ValueError(f"{table_path(lake, 'customer_labels')}: no label dates yet; pass --as-of DATE")
     return last
+
+
+def window_start(lake: str | Path, *, version: int | None = None) -> dt.date | None:
+    """The first simulated day: the first ``metric_date`` (None for a lake without metrics).
+
+    raw_transactions also holds history dated before it (each initial customer's last purchase
+    before the window), so its first ``transaction_date`` is not the window's start.
+    """
+    path = table_path(lake, "daily_metrics")
+    if not DeltaTable.is_deltatable(path):
+        return None
+    dates = read_table(lake, "daily_metrics", version=version, columns=["metric_date"]).column("metric_date")
+    return dates.to_pandas().min() if len(dates) else None

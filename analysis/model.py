@@ -2,8 +2,8 @@
 
 Features are taken ``horizon_days`` (60) before each label date, so the feature window
 (transactions before ``label_date - 60``) and the label window (the 60 days up to the label date)
-do not overlap. Label dates whose feature date falls less than ``warmup_days`` after the first
-transaction in the lake are skipped: before that the features see too little history. Training
+do not overlap. Label dates whose feature date falls less than ``warmup_days`` after the
+simulation's first day are skipped: before that the features see too little history. Training
 uses the earlier label dates and testing the later ones (no shuffling across time).
 
 Real churn models score ROC AUC 0.70-0.90; near 1.0 suggests label leakage, near 0.5 no signal.
@@ -17,6 +17,7 @@ lapsed and inflates the AUC towards 0.95.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.features import FEATURE_COLUMNS, compute_features, load_inputs
-from analysis.lake import read_table
+from analysis.lake import read_table, window_start
 
 __all__ = ["ModelCheck", "ModelScore", "model_check", "reliability_table", "training_frame"]
 
@@ -72,6 +73,7 @@ def training_frame(
     *,
     horizon_days: int = 60,
     warmup_days: int = 90,
+    start: dt.date | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Features as of ``label_date - horizon_days`` joined to ``churned`` at ``label_date``.
 
@@ -80,8 +82,8 @@ def training_frame(
         transactions: as for :func:`~analysis.features.compute_features`.
         labels: ``customer_id``, ``label_date``, ``churned``.
         horizon_days: how far ahead of the features the label is.
-        warmup_days: skip label dates whose feature date is closer than this to the first
-            transaction in the lake.
+        warmup_days: skip label dates whose feature date is closer than this to ``start``.
+        start: the simulation's first day (default: the first day of the first label month).
 
     Returns:
         Feature columns plus ``label_date`` and ``churned`` (customers present at both dates).
@@ -89,7 +91,8 @@ def training_frame(
     lab = labels[["customer_id", "label_date", "churned"]].dropna(subset=["churned"]).copy()
     lab["label_date"] = pd.to_datetime(lab["label_date"])
     lab["as_of_date"] = lab["label_date"] - pd.Timedelta(days=horizon_days)
-    first = pd.to_datetime(transactions["transaction_date"]).min()
+    # The window opens in the first label month: transactions before it are history (README).
+    first = pd.Timestamp(start) if start is not None else lab["label_date"].min().to_period("M").start_time
     lab = lab[lab["as_of_date"] >= first + pd.Timedelta(days=warmup_days)]
     dates = [d.date() for d in sorted(lab["as_of_date"].unique())]
     feats = compute_features(customers, transactions, dates)
@@ -160,7 +163,8 @@ def model_check(
     customers, transactions = load_inputs(lake)
     labels = read_table(lake, "customer_labels", columns=["customer_id", "label_date", "churned"]).to_pandas(
         date_as_object=False)
-    frame = training_frame(customers, transactions, labels, horizon_days=horizon_days, warmup_days=warmup_days)
+    frame = training_frame(customers, transactions, labels, horizon_days=horizon_days, warmup_days=warmup_days,
+                           start=window_start(lake))
     if population == "active":
         frame = frame[frame["recency_days"] < horizon_days]
     dates = sorted(frame["label_date"].unique())

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -115,9 +116,16 @@ def plot_activity(metrics: pd.DataFrame, events: list) -> Figure:
     return fig
 
 
-def plot_cohorts(customers: pd.DataFrame, transactions: pd.DataFrame, *, max_cohorts: int = 12) -> Figure:
-    """Share of each signup-month cohort purchasing in month k after signup."""
-    start = pd.to_datetime(transactions["transaction_date"]).min().to_period("M")
+def plot_cohorts(customers: pd.DataFrame, transactions: pd.DataFrame, *, max_cohorts: int = 12,
+                 start: dt.date | pd.Timestamp | None = None) -> Figure:
+    """Share of each signup-month cohort purchasing in month k after signup.
+
+    ``start`` is the simulation's first day (default the first transaction); history rows before
+    it (initial customers' last purchases before the window) are left out.
+    """
+    first = pd.to_datetime(transactions["transaction_date"]).min() if start is None else pd.Timestamp(start)
+    transactions = transactions[pd.to_datetime(transactions["transaction_date"]) >= first]
+    start = first.to_period("M")
     c = customers[["customer_id", "customer_since_date"]].copy()
     since = pd.to_datetime(c["customer_since_date"]).dt.to_period("M")
     c["cohort"] = since.where(since >= start, start - 1)
@@ -426,10 +434,11 @@ def figures(frames: LakeFrames, *, customers: int = 0, seed: int | None = None) 
     f = frames
     events = _events(f.scenario)
     yield "activity", plot_activity(f.metrics, events)
-    yield "cohort_retention", plot_cohorts(f.customers, f.transactions)
+    start = f.metrics["metric_date"].min()  # the simulation's first day: earlier transactions are history
+    yield "cohort_retention", plot_cohorts(f.customers, f.transactions, start=start)
     yield "intensity_hazard", plot_intensity_hazard(f.metrics, f.labels)
     yield "churn_vs_recency", plot_churn_vs_recency(
-        training_frame(f.customers, f.transactions, f.labels, warmup_days=30))
+        training_frame(f.customers, f.transactions, f.labels, warmup_days=30, start=start))
     if has_experiment(f.labels):
         tables = {"customer_labels": f.labels, "raw_transactions": f.transactions}
         yield "ab_arms", plot_ab(tables, f.scenario)

@@ -93,7 +93,10 @@ def dashboard(
     since = cust["customer_since_date"]
     cust_month = (since.where(since >= start, start) if pd.notna(start) else since).dt.strftime("%Y-%m")
     c = _per_month(cust, cust_month, _customer_stats)
-    t = _per_month(txn, txn["transaction_date"].dt.strftime("%Y-%m"), _transaction_stats)
+    tdate = txn["transaction_date"]
+    # History rows (dated before the run, delivered with its first batch) count in its first month.
+    t = _per_month(txn, (tdate.where(tdate >= start, start) if pd.notna(start) else tdate).dt.strftime("%Y-%m"),
+                   _transaction_stats)
     out = c.join(t, how="outer")
     order = sorted(i for i in out.index if i != "total") + ["total"]
     out = out.reindex(order)[COLUMNS]

@@ -30,9 +30,12 @@ def test_run_json_summary_then_refusal_then_append(tmp_path):
     summary = json.loads(out.output)
     assert summary["last_month"] == "2024-04" and summary["customers"] > 0 and summary["transactions"] > 0
     again = r.invoke(main, ["run", "baseline", "--lake", lake, *SMALL])
-    assert again.exit_code == 1
-    assert again.output.strip() == (f"Error: {lake}: holds a finished run of this scenario (through 2024-04-30); "
-                                    "use `churnsim append` to add months, or --overwrite to replace it")
+    assert again.exit_code == 0
+    assert again.output.strip() == f"{lake}: complete: baseline through 2024-04-30 (4 months, as asked); nothing written"
+    longer = r.invoke(main, ["run", "baseline", "--lake", lake, "--months", "5", *SMALL])
+    assert longer.exit_code == 1
+    assert longer.output.strip() == (f"Error: {lake}: holds a finished run of this scenario (through 2024-04-30); "
+                                     "use `churnsim append` to add months, or --overwrite to replace it")
     more = r.invoke(main, ["-q", "append", "--lake", lake, "--months", "1", "--json"])
     assert json.loads(more.output)["last_month"] == "2024-05"
 

@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
 
@@ -49,6 +51,7 @@ COHORT_FRONT = {**COHORT, "population": {**COHORT["population"], "acquisition": 
 
 def _log_of(s: Scenario) -> pd.DataFrame:
     tx = simulate(s)["raw_transactions"]
+    tx = tx.filter(pc.greater_equal(tx["transaction_date"], pa.scalar(s.calendar.start_date)))  # the window's log
     return pd.DataFrame({"cust": tx["customer_id"].to_numpy(), "dt": tx["transaction_date"].to_pandas(),
                          "value": tx["amount"].to_numpy()})
 

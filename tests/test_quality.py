@@ -5,6 +5,7 @@ Self-contained (helpers here, not in conftest.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sim.contracts import ISSUE_KINDS
 from sim.engine.state import initial_state
 from sim.execute.drive import drive, horizon_target
 from sim.execute.targets import solve_targets
-from sim.model.calendar import horizon_end
+from sim.model.calendar import Period
 from sim.quality import add_data_quality_issues, corrupt_month, validate, validate_features, validate_lake
 from sim.quality.corrupt import BATCH_COLUMN, default_rates
 
@@ -42,6 +43,8 @@ def tiny_tables() -> dict[str, pa.Table]:
 
 
 class _Collect:
+    """A sink that keeps each month's (state before, period, shard months)."""
+
     def __init__(self, out: list) -> None:
         self.out = out
 
@@ -52,15 +55,14 @@ class _Collect:
 def _monthly_batches(config: DataConfig, *, rate: float, rates: dict | None = None):
     """Yield (label, corrupted tables, manifest) month by month, as the lake writer does."""
     scenario = config.to_scenario()
-    end = horizon_end(scenario.calendar)
     before = initial_state(scenario, solve_targets(scenario))
     carry = None
     months_of: list = []
     drive(before, horizon_target(before), sink=_Collect(months_of), overlap=False)
     for before, period, months in months_of:
         tables = month_tables(before, period, months)
-        tables, manifest, carry = corrupt_month(tables, period_index=period.index, seed=scenario.seed, rate=rate,
-                                                rates=rates, end_date=end, carry=carry)
+        tables, manifest, carry = corrupt_month(tables, period=period, seed=scenario.seed, rate=rate,
+                                                rates=rates, carry=carry)
         yield period.label, tables, manifest
 
 
@@ -186,16 +188,17 @@ def test_corrupt_month_keeps_schemas_is_repeatable_and_carries_late_rows():
     late = pa.concat_tables(m for _, _, m in first).to_pandas().query("rule == 'late_arrival'")
     assert len(late) > 0
     assert (late["injected_value"] > late["original_value"]).all()
-    # Every held-back row is delivered in the next batch (the last batch holds none back).
+    # Every held-back row is delivered, and recorded, by the next batch.
     delivered = {label: set(t["raw_transactions"]["transaction_id"].to_pylist()) for label, t, _ in first}
+    assert (late["month"] == late["injected_value"]).all()
     for row in late.itertuples():
         assert row.row_key in delivered[row.injected_value]
         assert row.row_key not in delivered[row.original_value]
 
 
 def test_corrupt_month_at_rate_zero_changes_nothing(tiny_tables):
-    out, manifest, carry = corrupt_month(tiny_tables, period_index=0, seed=1, rate=0.0, rates=None,
-                                         end_date=pd.Timestamp("2024-03-30").date(), carry=None)
+    period = Period(0, dt.date(2024, 1, 1), dt.date(2024, 3, 30))
+    out, manifest, carry = corrupt_month(tiny_tables, period=period, seed=1, rate=0.0, rates=None, carry=None)
     assert manifest.num_rows == 0 and carry is None
     assert all(out[n].equals(tiny_tables[n]) for n in tiny_tables)
 
@@ -206,6 +209,16 @@ def test_lake_validation_finds_exactly_the_manifest(tmp_path, rate):
     report = validate_lake(tmp_path / "lake")
     _assert_matches(report, manifest)
     assert report["late_arrival"].checked
+
+
+def test_lake_validation_matches_the_manifest_at_every_month(tmp_path):
+    # A batch records the defects it holds (late arrivals in the batch that delivers them), so
+    # the lake as of any month is scored 1.0 against the manifest up to that month.
+    manifest = _write_monthly_lake(tmp_path / "lake", TINY, rate=0.05)
+    months = sorted(manifest["month"].unique())
+    assert (manifest["rule"] == "after_end").any() and (manifest["rule"] == "late_arrival").any()
+    for k, label in enumerate(months):
+        _assert_matches(validate_lake(tmp_path / "lake", version=k), manifest[manifest["month"] <= label])
 
 
 # --------------------------------------------------------------------------- report and CLI

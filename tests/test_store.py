@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from analysis.lake import read_table
-from sim import StorageError, scenario_from_dict
+from sim import InfeasibleTargetError, StorageError, scenario_from_dict
 from sim.batch.tables import TABLES
 from sim.lake import store
 
@@ -67,7 +68,8 @@ def test_one_delta_version_per_month_and_time_travel(tmp_path, reference):
     for k in range(3):
         tx = read_table(lake, "raw_transactions", version=k)
         months = set(pa.compute.strftime(tx.column("transaction_date"), "%Y-%m").to_pylist())
-        assert months == {f"2024-0{m + 1}" for m in range(k + 1)}
+        # The first batch also holds the history: initial customers' last purchases before the window.
+        assert {m for m in months if m >= "2024-01"} == {f"2024-0{m + 1}" for m in range(k + 1)}
     meta = DeltaTable(str(lake / "raw_transactions")).history(1)[0]
     assert '"month": "2024-03"' in meta["churnsim"] and '"seed": 11' in meta["churnsim"]
 
@@ -77,9 +79,10 @@ def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProce
                           env={**os.environ, **(env or {})}, **kw)
 
 
-# Each month has 9 points: before/after each of 4 tables, after the state. Cover every kind of point
-# in the first month, the month boundary, and a later month.
-@pytest.mark.parametrize("die_at", [1, 2, 3, 4, 7, 8, 9, 10, 12, 19, 27])
+# Each month has 9 points: before/after each of 4 tables, after the state; then one after the lock is
+# released (54 + 1 for 6 months: the work is done, the command has not reported). Cover every kind of
+# point in the first month, the month boundary, a later month, and the end.
+@pytest.mark.parametrize("die_at", [1, 2, 3, 4, 7, 8, 9, 10, 12, 19, 27, 54, 55])
 def test_a_crash_at_any_point_then_rerun_gives_no_duplicate_and_no_gap(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
@@ -102,6 +105,175 @@ def test_an_interrupted_append_rerun_ends_where_the_uninterrupted_one_would(tmp_
     _assert_exactly(reference, lake)
 
 
+def _tree(lake: Path) -> dict[str, bytes]:
+    """Every file under ``lake`` and its bytes (to show a command wrote nothing).
+
+    Not the lock: a killed writer leaves its (unheld) lock file, which the next command removes.
+    """
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*"))
+            if p.is_file() and p.name != "lock"}
+
+
+# The scheduled form: the same `append --until` every time, killed at every kind of point of its 3
+# months (27 points, then 28: after the lock, before it reports), then simply run again.
+@pytest.mark.parametrize("die_at", [1, 5, 9, 10, 18, 23, 27, 28])
+def test_a_killed_append_until_retried_as_is_ends_exactly_at_its_month(tmp_path, reference, die_at):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=3)
+    crashed = _cli("append", "--lake", str(lake), "--until", "2024-06", env={"CHURNSIM_DIE_AT": str(die_at)})
+    assert crashed.returncode == 137, crashed.stderr
+    retry = _cli("append", "--lake", str(lake), "--until", "2024-06")
+    assert retry.returncode == 0, retry.stderr
+    _assert_exactly(reference, lake)
+    before = _tree(lake)
+    again = subprocess.run([sys.executable, "-m", "sim", "append", "--lake", str(lake), "--until", "2024-06"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"{lake}: already holds 2024-06 (through 2024-06-30); nothing written"
+    assert _tree(lake) == before
+
+
+def test_append_months_prints_its_until_and_that_until_retries_safely(tmp_path, reference):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=3)
+    # Killed after its last commit, before it reports: the work is done, no success was printed.
+    crashed = subprocess.run([sys.executable, "-m", "sim", "append", "--lake", str(lake), "--months", "3"],
+                             capture_output=True, text=True, env={**os.environ, "CHURNSIM_DIE_AT": "28"})
+    assert crashed.returncode == 137
+    assert crashed.stderr.splitlines()[0] == f"{lake}: appending through 2024-06 (to retry: --until 2024-06)"
+    before = _tree(lake)
+    retry = _cli("append", "--lake", str(lake), "--until", "2024-06")
+    assert retry.returncode == 0, retry.stderr
+    assert _tree(lake) == before
+    _assert_exactly(reference, lake)
+
+
+def test_until_before_the_last_month_is_refused_naming_both_and_bad_forms_exit_2(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=2)
+    before = _tree(lake)
+    early = _cli("append", "--lake", str(lake), "--until", "2024-01")
+    assert early.returncode == 1
+    assert early.stderr.strip() == (f"Error: {lake}: --until 2024-01 is before the lake's last month, 2024-02; "
+                                    "an append cannot remove months")
+    bad = _cli("append", "--lake", str(lake), "--until", "June")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "Error: --until: expected a month as YYYY-MM, e.g. 2024-06 (got 'June')"
+    both = _cli("append", "--lake", str(lake), "--until", "2024-04", "--months", "1")
+    assert both.returncode == 2 and "--months and --until: expected one of them" in both.stderr
+    assert _tree(lake) == before
+
+
+def test_a_finished_run_retried_is_complete_and_another_horizon_or_scenario_still_refuses(tmp_path):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    assert _cli("run", str(scenario), "--lake", str(lake), "--months", "2").returncode == 0
+    before = _tree(lake)
+    again = subprocess.run([sys.executable, "-m", "sim", "run", str(scenario), "--lake", str(lake), "--months", "2"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"{lake}: complete: t through 2024-02-29 (2 months, as asked); nothing written"
+    longer = _cli("run", str(scenario), "--lake", str(lake), "--months", "3")
+    assert longer.returncode == 1
+    assert longer.stderr.strip() == (f"Error: {lake}: holds a finished run of this scenario (through 2024-02-29); "
+                                     "use `churnsim append` to add months, or --overwrite to replace it")
+    other = _cli("run", str(scenario), "--lake", str(lake), "--months", "2", "-s", "seed=12")
+    assert other.returncode == 1 and "holds a run of another scenario" in other.stderr
+    assert _tree(lake) == before
+
+
+def test_an_interrupted_run_rerun_with_another_horizon_is_refused_naming_both(tmp_path):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    assert _cli("run", str(scenario), "--lake", str(lake), "--months", "3",
+                env={"CHURNSIM_DIE_AT": "12"}).returncode == 137
+    before = _tree(lake)
+    other = _cli("run", str(scenario), "--lake", str(lake), "--months", "2")
+    assert other.returncode == 1
+    assert other.stderr.strip() == (f"Error: {lake}: holds an interrupted run of this scenario heading for 2024-03 "
+                                    "(3 months, not 2); rerun it with --months 3 to finish it, or --overwrite to "
+                                    "replace it")
+    assert _tree(lake) == before
+
+
+def _damage_intent(lake: Path) -> Path:
+    path = lake / "_churnsim" / "intent.json"
+    path.write_text('{"command": "append", "target_per')
+    return path
+
+
+def _damage_state(lake: Path) -> Path:
+    log = sorted((lake / "_churnsim" / "state" / "_delta_log").glob("*.json"))[-1]
+    log.write_text("not a delta log\n")
+    return lake / "_churnsim" / "state"
+
+
+@pytest.mark.parametrize("damage", [_damage_intent, _damage_state])
+def test_a_damaged_intent_or_state_is_one_line_exit_1_and_nothing_written(tmp_path, damage):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=2)
+    path = damage(lake)
+    before = _tree(lake)
+    for args in (("append", "--lake", str(lake)), ("append", "--lake", str(lake), "--until", "2024-04"),
+                 ("run", str(scenario), "--lake", str(lake), "--months", "2")):
+        out = _cli(*args)
+        assert out.returncode == 1, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: unreadable ("), out.stderr
+        assert "--overwrite" in lines[0] and "Traceback" not in out.stderr
+        assert _tree(lake) == before
+    # What the line says to do works: --overwrite makes the lake again.
+    assert _cli("run", str(scenario), "--lake", str(lake), "--months", "2", "--overwrite").returncode == 0
+    assert store.lake_status(lake).damaged is None
+
+
+def test_an_intent_of_another_shape_is_reported_as_damaged_not_raised(tmp_path):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=1)
+    path = lake / "_churnsim" / "intent.json"
+    for text in ("[]", '{"command": "append", "target_period": 3}', '{"command": "run"}'):
+        path.write_text(text)
+        damaged = store.lake_status(lake).damaged
+        assert damaged.startswith(f"{path}: unreadable (ValueError: not a churnsim intent"), damaged
+        with pytest.raises(StorageError, match="not a churnsim intent"):
+            store.append(lake, until="2024-03")
+
+
+def test_a_deleted_intent_is_continued_by_append_until(tmp_path, reference):
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=3)
+    (lake / "_churnsim" / "intent.json").unlink()
+    store.append(lake, until="2024-06")
+    _assert_exactly(reference, lake)
+
+
+@pytest.mark.parametrize("inside", ["raw_transactions", "raw_transactions/sub", "_churnsim/state"])
+def test_a_lake_path_in_a_delta_table_is_refused_with_exit_2_before_anything_is_written(tmp_path, inside):
+    scenario = _write_scenario(tmp_path)
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=1)
+    before = _tree(lake)
+    table = lake / inside.removesuffix("/sub")
+    for args in (("run", str(scenario)), ("append",), ("optimize",)):
+        out = _cli(*args, "--lake", str(lake / inside))
+        assert out.returncode == 2, out.stderr
+        where = "is the Delta table" if inside != "raw_transactions/sub" else "is inside the Delta table"
+        assert out.stderr.strip() == (f"Error: {lake / inside}: expected a lake directory (the one that holds the "
+                                      f"tables); it {where} {table} (did you mean {lake}?)")
+    assert _tree(lake) == before
+
+
+def test_a_refused_target_leaves_no_trace_of_the_lock(tmp_path):
+    """Calibration runs under the lock: refusing the targets still leaves no directory behind."""
+    lake = tmp_path / "new" / "lake"
+    infeasible = scenario_from_dict({"calendar": {"days": 365}, "population": {"size": 1500},
+                                     "targets": {"avg_transactions_per_customer": 3, "churn_rate": 0.05}})
+    with pytest.raises(InfeasibleTargetError):
+        store.run(infeasible, lake, months=1)
+    assert not (tmp_path / "new").exists()
+
+
 def test_kill_minus_9_at_random_moments(tmp_path, reference):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
@@ -117,21 +289,50 @@ def test_kill_minus_9_at_random_moments(tmp_path, reference):
     _assert_exactly(reference, lake)
 
 
+_HOLD = """
+import sys, time
+from pathlib import Path
+from sim.lake.lock import lake_lock
+with lake_lock(Path(sys.argv[1]), command="optimize"):
+    print("held", flush=True)
+    time.sleep(30)
+"""
+
+
 def test_a_second_writer_is_refused_while_the_first_holds_the_lake(tmp_path):
     lake = tmp_path / "lake"
     store.run(scenario_from_dict(SCEN), lake, months=2)
     before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(lake)], stdout=subprocess.PIPE, text=True)
     try:
-        (lake / "_churnsim" / "lock").write_text(f"{os.uname().nodename}:{holder.pid}")
-        with pytest.raises(StorageError, match=r"another churnsim process .* is writing this lake"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StorageError) as refused:
             store.append(lake, months=1)
+        assert str(refused.value) == (
+            f"{lake}: churnsim optimize (pid {holder.pid} on {os.uname().nodename}, since "
+            f"{json.loads((lake / '_churnsim' / 'lock').read_text())['since']}) is writing this lake; "
+            "wait for it to finish, then rerun")
     finally:
         holder.kill()
         holder.wait()
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == before
-    store.append(lake, months=1)  # the dead holder's lock is taken over
+    store.append(lake, months=1)  # the kernel let go of the killed holder's lock
     assert DeltaTable(str(lake / "raw_transactions")).version() == 2
+    assert not (lake / "_churnsim" / "lock").exists()
+
+
+def test_a_lock_file_naming_a_live_process_does_not_hold_the_lake(tmp_path):
+    """A file left by a killed writer whose pid now belongs to another program (pid reuse)."""
+    lake = tmp_path / "lake"
+    store.run(scenario_from_dict(SCEN), lake, months=1)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (lake / "_churnsim" / "lock").write_text(f"{os.uname().nodename}:{other.pid}")
+        store.append(lake, months=1)
+    finally:
+        other.kill()
+        other.wait()
+    assert DeltaTable(str(lake / "raw_transactions")).version() == 1
 
 
 def test_concurrent_appends_never_duplicate(tmp_path):
@@ -162,7 +363,9 @@ def test_refusals_write_nothing(tmp_path, monkeypatch):
     store.run(scenario_from_dict(SCEN), lake, months=6)
     before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
     with pytest.raises(StorageError, match="holds a finished run of this scenario"):
-        store.run(scenario_from_dict(SCEN), lake)
+        store.run(scenario_from_dict(SCEN), lake, months=5)
+    with pytest.raises(StorageError, match="holds a finished run of this scenario"):
+        store.run(scenario_from_dict(SCEN), lake, months=7)
     with pytest.raises(StorageError, match="holds a run of another scenario"):
         store.run(scenario_from_dict({**SCEN, "seed": 12}), lake)
     monkeypatch.setattr(store, "_package_version", lambda: "9.9.0")
@@ -281,6 +484,41 @@ def test_a_lake_of_another_state_format_is_refused_before_a_month_is_written(tmp
     monkeypatch.setattr(store, "STATE_FORMAT", store.STATE_FORMAT + 1)  # this build reads the lake as older
     with pytest.raises(StorageError, match=r"state format 2\); this is .*, which cannot continue it"):
         store.append(lake, months=1)
-    with pytest.raises(StorageError, match="holds a run of another scenario .or another package version."):
+    with pytest.raises(StorageError, match=r"state format 2\); this is .*, which cannot continue it; pass --overwrite"):
         store.run(s, lake, months=3)
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == versions
+
+
+CORRUPT_YEAR = {**SCEN, "calendar": {"start_date": "2024-01-01", "months": 12}, "population": {"size": 800, "shard_size": 400},
+           "corruption": {"rate": 0.05}}
+
+
+def _all_tables(lake: Path) -> dict[str, pa.Table]:
+    out = {}
+    for name in (*TABLES, store.MANIFEST_TABLE):
+        t = read_table(lake, name)
+        out[name] = t.sort_by([(c, "ascending") for c in t.column_names if c not in ("transaction_ts", "experiment_arms")])
+    return out
+
+
+def test_corruption_is_the_same_whatever_the_commands(tmp_path):
+    # Every defect is a function of (scenario, seed, month): run 12 == run 6 + append 6 == run 3 +
+    # three appends of 3, the manifest included, and validation finds exactly the manifest.
+    from sim.quality import validate_lake
+
+    s = scenario_from_dict(CORRUPT_YEAR)
+    lakes = {k: tmp_path / f"lake{k}" for k in (12, 6, 3)}
+    for k, lake in lakes.items():
+        store.run(s, lake, months=k)
+        while store.lake_status(lake).state.period.index < 11:
+            store.append(lake, months=k)
+    ref = _all_tables(lakes[12])
+    manifest = ref[store.MANIFEST_TABLE].to_pandas()
+    assert {"after_end", "late_arrival", "before_signup"} <= set(manifest["rule"])
+    for k in (6, 3):
+        got = _all_tables(lakes[k])
+        for name, table in ref.items():
+            assert got[name].equals(table), (k, name)
+    report = validate_lake(lakes[3])
+    for r in report.results:
+        assert list(r.keys) == sorted(manifest.loc[manifest["rule"] == r.rule, "row_key"]), r.rule

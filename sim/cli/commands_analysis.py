@@ -73,7 +73,7 @@ def features(lake: str, as_of: dt.date | None, every: str | None, as_json: bool)
       churnsim features --lake ./lake --every month
     """
     from analysis.features import load_inputs, month_ends, write_features
-    from analysis.lake import last_label_date
+    from analysis.lake import last_label_date, window_start
 
     if as_of is None:
         as_of = last_label_date(lake)
@@ -81,7 +81,8 @@ def features(lake: str, as_of: dt.date | None, every: str | None, as_json: bool)
     if every == "month":
         _, tx = load_inputs(lake)
         if len(tx):
-            first = tx["transaction_date"].min()
+            # From the simulation's first day: the history rows before it are not a month of their own.
+            first = window_start(lake) or tx["transaction_date"].min()
             dates = sorted({*month_ends(first.date() if hasattr(first, "date") else first, as_of), as_of})
     frame = write_features(lake, dates)
     summary = {"table": str(Path(lake) / "customer_features"), "as_of_dates": [str(d) for d in dates],

@@ -39,25 +39,37 @@ def _summary(state, seconds: float, rows: int) -> dict:
             "transactions": state.next_transaction_id - 1, "rows_written": rows, "seconds": round(seconds, 3)}
 
 
-def _drive(ctx, months: int, as_json: bool, workers: int | None, engine: str, call) -> dict | None:
-    """Run ``call(runner, progress)`` with a progress bar and a runner that is always closed.
+def _drive(ctx, as_json: bool, workers: int | None, engine: str, call, *, heading: str | None = None):
+    """Run ``call(runner, progress, on_plan)`` with a progress bar and a runner that is always closed.
 
-    Returns the summary to print (``None`` when quiet); with ``--json`` it is printed here.
+    Returns (the summary to print, ``None`` when quiet; the plan taken under the lake's lock). With
+    ``--json`` the summary is printed here. ``heading`` (a format of ``plan``) is printed to stderr
+    once the plan is known, before anything is written.
     """
     from sim.execute.parallel import close_runner, make_runner
 
-    bar = _Progress(months, quiet=ctx.obj["quiet"] or as_json)
+    quiet = ctx.obj["quiet"]
+    bar = _Progress(0, quiet=quiet or as_json)
+    plans = []
+
+    def on_plan(plan) -> None:
+        plans.append(plan)
+        bar.total = plan.target - (plan.state.period.index if plan.state is not None else -1)
+        if heading and plan.action != "complete" and not quiet:
+            click.echo(heading.format(plan=plan), err=True)
+
     t0 = time.perf_counter()
     runner = make_runner(workers=workers, engine=engine)
     try:
-        state = call(runner, bar)
+        state = call(runner, bar, on_plan)
     finally:
         bar.close()
         close_runner(runner)
-    summary = _summary(state, time.perf_counter() - t0, bar.rows)
+    plan = plans[0]
+    summary = {**_summary(state, time.perf_counter() - t0, bar.rows), "action": plan.action, "until": plan.until}
     if as_json:
         echo_json(summary)
-    return None if ctx.obj["quiet"] and not as_json else summary
+    return (None if quiet and not as_json else summary), plan
 
 
 def _engine_options(fn):
@@ -92,23 +104,30 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
       churnsim run baseline --lake ./lake --months 12 -s population.size=5000
     """
     from sim.lake import store
-    from sim.model.calendar import horizon_periods
 
     if corrupt is not None:
         overrides = (*overrides, f"corruption.rate={corrupt}")
     s = load(scenario, overrides, env)
-    total = months or len(horizon_periods(s.calendar))
-    summary = _drive(ctx, total, as_json, workers, engine,
-                     lambda runner, bar: store.run(s, lake, months=months, overwrite=overwrite, runner=runner,
-                                                   progress=bar))
+    summary, plan = _drive(ctx, as_json, workers, engine,
+                           lambda runner, bar, on_plan: store.run(s, lake, months=months, overwrite=overwrite,
+                                                                  runner=runner, progress=bar, on_plan=on_plan))
     if summary and not as_json:
-        click.echo(f"{lake}: {summary['customers']:,} customers, {summary['transactions']:,} transactions "
-                   f"through {summary['through']} ({summary['seconds']:.1f} s)")
+        if plan.action == "complete":
+            click.echo(f"{lake}: complete: {s.name} through {summary['through']} ({plan.target + 1} months, "
+                       "as asked); nothing written")
+        else:
+            click.echo(f"{lake}: {summary['customers']:,} customers, {summary['transactions']:,} transactions "
+                       f"through {summary['through']} ({summary['seconds']:.1f} s)")
 
 
 @main.command()
 @lake_option
-@click.option("--months", type=click.IntRange(min=1), default=1, show_default=True, help="Months to add.")
+@click.option("--months", type=click.IntRange(min=1), default=None,
+              help="Months to add after the lake's last month (default 1). Not safe to retry: a retry after "
+                   "success adds them again; a scheduled job uses --until.")
+@click.option("--until", "until", default=None, metavar="YYYY-MM",
+              help="The last month the lake must hold: nothing to do when it holds it, the rest of an "
+                   "interrupted append otherwise. Safe to retry.")
 @click.option("--scenario", "scenario", default=None,
               help="Carry the population on under this scenario from the next month (drift).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -116,23 +135,32 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
 @_engine_options
 @click.pass_context
 @handle_errors
-def append(ctx, lake, months, scenario, as_json, overrides, env, workers, engine):
-    """Append MONTHS more months of the same population to the lake.
+def append(ctx, lake, months, until, scenario, as_json, overrides, env, workers, engine):
+    """Append months of the same population to the lake: --months N more, or --until YYYY-MM.
 
-    Ids continue where the lake left off. A rerun of an interrupted append finishes it.
+    Ids continue where the lake left off. A rerun of an interrupted append finishes it. --until is
+    absolute, so a retried --until writes nothing once the lake holds that month: the form for a
+    scheduled job. --months N prints the --until it is heading for.
 
     \b
     Example:
       churnsim append --lake ./lake --months 1 --scenario scenarios/drift_spend_inflation.yaml
+      churnsim append --lake ./lake --until 2025-03
     """
     from sim.lake import store
 
     s = load(scenario, overrides, env) if scenario else None
-    summary = _drive(ctx, months, as_json, workers, engine,
-                     lambda runner, bar: store.append(lake, months=months, scenario=s, runner=runner, progress=bar))
+    heading = None if until else f"{lake}: appending through {{plan.until}} (to retry: --until {{plan.until}})"
+    summary, plan = _drive(ctx, as_json, workers, engine,
+                           lambda runner, bar, on_plan: store.append(lake, months=months, until=until, scenario=s,
+                                                                     runner=runner, progress=bar, on_plan=on_plan),
+                           heading=heading)
     if summary and not as_json:
-        click.echo(f"{lake}: now through {summary['through']}: {summary['customers']:,} customers, "
-                   f"{summary['transactions']:,} transactions ({summary['seconds']:.1f} s)")
+        if plan.action == "complete":
+            click.echo(f"{lake}: already holds {plan.until} (through {summary['through']}); nothing written")
+        else:
+            click.echo(f"{lake}: now through {summary['through']}: {summary['customers']:,} customers, "
+                       f"{summary['transactions']:,} transactions ({summary['seconds']:.1f} s)")
 
 
 @main.command()

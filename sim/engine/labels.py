@@ -3,7 +3,9 @@
 The rule (the guide's "no activity in 60 days", made exact): at ``label_date`` D a customer is
 ``churned`` when it has been a customer for at least 60 days (``customer_since_date <= D - 60``)
 and made no purchase on any of the 60 days ``D-59 .. D`` (so ``recency_days >= 60``, recency
-counting from the last purchase, or from signup for a customer who never bought). The guide's
+counting from the last purchase, or from signup for a customer who never bought; an initial
+customer's last purchase before the window is in raw_transactions as history, so the label is
+recomputable from the tables). The guide's
 "low spend + segment" qualifiers are carried as columns (``segment``, ``recency_days``,
 ``tenure_days``) rather than folded into the label, so the label stays observable and a model must
 learn the segment effect. The latent truth (``dropped_out``, ``dropout_date``) sits beside it.

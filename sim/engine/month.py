@@ -29,13 +29,14 @@ from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period, epoch_day
 from sim.model.effects import Effect, breakpoints, effects_of
 from sim.model.population import acquisition_total, create_agents, initial_agents
-from sim.model.purchases import advance, graduating
+from sim.model.purchases import advance, graduating, purchases_at
 from sim.model.rates import TargetScales, rates_at
 from sim.scenario import Scenario
 
 __all__ = ["simulate_shard"]
 
 _GRAD_BLOCK = 1 << 20  # keys the post-graduation part of a block apart from the block itself
+_HISTORY_BLOCK = 1 << 21  # keys the initial customers' last purchase before the window
 
 
 class _Month:
@@ -152,12 +153,15 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
     """
     start = float(epoch_day(s.calendar.start_date))
     new_cols: dict[str, np.ndarray] = {}
+    history: Purchases | None = None
     if period.index == 0 and len(agents) == 0:
         size = s.population.size - acquisition_total(s)
         lo, hi = shard * s.population.shard_size + 1, min((shard + 1) * s.population.shard_size, size)
         if lo <= hi:
             agents, age, seg = initial_agents(s, c, shard, np.arange(lo, hi + 1, dtype=np.int64))
             new_cols = {"customer_id": agents.customer_id, "age": age, "segment": seg, "since": agents.since}
+            if outputs:
+                history = _history(s, c, agents, start)
     newcomers = Agents.empty()
     if len(arrival_ids):
         rng = keyed.generator(s.seed, 2, shard, period.index)
@@ -193,7 +197,22 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
         prev_segment=np.r_[prev_segment, world.agents.segment[n_old:]],
     )
     labels = label_arrays(world.agents, period, s)
+    if history is not None:
+        # History goes to raw_transactions only: daily metrics stay inside the window.
+        purchases = _concat_purchases([history, purchases])
     return world.agents, ShardMonth(shard, new_cols, purchases, labels, daily)
+
+
+def _history(s: Scenario, c: TargetScales, agents: Agents, start: float) -> Purchases:
+    """Each initial customer's last purchase before the window (its ``last``), as a transaction.
+
+    Labels and 30-day activity read recency off ``last``; writing it makes them recomputable from
+    the tables. It looks like any purchase of its segment under the rules in force at the start.
+    """
+    i = np.flatnonzero(~np.isnan(agents.last))
+    rates = rates_at(s, c, start)
+    return purchases_at(agents.customer_id[i], agents.last[i], agents.segment[i], agents.spend_scale[i], rates,
+                        seed=s.seed, period=0, block=_HISTORY_BLOCK, counter=np.zeros(len(i), np.int64))
 
 
 def _concat_purchases(parts: list[Purchases]) -> Purchases:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sim.model.calendar import epoch_day
 from sim.scenario.schema import Scenario
 
 __all__ = ["LogStats", "REPEAT_BINS", "bgnbd", "distances", "ks", "log_stats", "rel_err", "simulated_log"]
@@ -110,7 +111,11 @@ def distances(real: LogStats, sim: LogStats) -> dict[str, float]:
 
 
 def simulated_log(scenario: Scenario) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run ``scenario`` in memory: (canonical occasions log, customers with ``customer_id``, ``segment``)."""
+    """Run ``scenario`` in memory: (canonical occasions log, customers with ``customer_id``, ``segment``).
+
+    The log is the window's: the history rows before it (initial customers' last purchases) are
+    not in a real log of the window either.
+    """
     from sim.execute.memory import simulate
 
     tables = simulate(scenario)
@@ -118,6 +123,7 @@ def simulated_log(scenario: Scenario) -> tuple[pd.DataFrame, pd.DataFrame]:
     day = txn["transaction_date"].cast("int32").to_numpy()
     df = pd.DataFrame({"customer_id": txn["customer_id"].to_numpy(), "day": day.astype(np.int64),
                        "amount": txn["amount"].to_numpy()})
+    df = df[df["day"] >= epoch_day(scenario.calendar.start_date)]
     occ = df.groupby(["customer_id", "day"], as_index=False, sort=True)["amount"].sum()
     cust = tables["raw_customers"].select(["customer_id", "segment"]).to_pandas()
     return occ, cust

@@ -6,7 +6,7 @@ Layout of a lake directory::
     _churnsim/state/        engine state after the last finished month (Delta, overwritten monthly)
     _churnsim/scenario.json the scenario in force (ground truth for drift and A/B analysis)
     _churnsim/intent.json   what the current run/append set out to do (its last month)
-    _churnsim/lock          the pid of the process writing the lake
+    _churnsim/lock          flock'd by the process writing the lake (see :mod:`sim.lock`)
 
 Commit protocol (Delta has no multi-table transaction). For month ``k`` (1-based), each table is
 committed with the application transaction ``("churnsim", k)``; before writing, the table's
@@ -16,38 +16,43 @@ state at month ``k - 1`` and some tables at ``k``: the rerun re-simulates month 
 (deterministically, the same bytes), skips the tables that have it and writes the others. So every
 month lands in every table exactly once. The intent file makes a rerun of an interrupted
 ``append --months N`` end where the uninterrupted one would have.
+
+Every command takes the lake's lock first, then reads the lake's status and decides what to do
+(:func:`sim.plan.decide`) with the lock held, so two commands never act on one status.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shutil
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import DeltaError
 
 from sim.batch.tables import TABLES, month_tables
 from sim.engine.state import RunState, initial_state
 from sim.engine.step import ShardRunner, local_runner, step
-from sim.errors import ScenarioError, StorageError
+from sim.errors import ScenarioError
+from sim.lake.lock import lake_lock
+from sim.lake.plan import LakeStatus, Plan, Request, decide, parse_until
+from sim.lake.read import read_delta
 from sim.model.agents import Agents
 from sim.model.calendar import Period, horizon_periods
 from sim.model.rates import TargetScales
 from sim.scenario import Scenario, scenario_from_dict
 
-__all__ = ["STATE_FORMAT", "LakeStatus", "MonthWritten", "append", "lake_status", "optimize", "run"]
+__all__ = ["STATE_FORMAT", "LakeStatus", "MonthWritten", "Plan", "append", "lake_status", "optimize", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +81,6 @@ class MonthWritten:
     period: Period
     rows: dict[str, int]
     skipped: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LakeStatus:
-    """What a lake holds, read without writing anything."""
-
-    path: Path
-    has_tables: bool
-    state: RunState | None
-    meta: dict[str, Any] | None
-    intent: dict[str, Any] | None
-    table_scenario_digest: str | None
-
-    @property
-    def finished(self) -> bool:
-        if self.state is None or self.state.period is None:
-            return False
-        target = (self.intent or {}).get("target_period")
-        return target is None or self.state.period.index >= target
 
 
 # --------------------------------------------------------------------------- fault injection
@@ -160,14 +146,6 @@ def _state_from(table: pa.Table, meta: dict[str, Any]) -> RunState:
                     next_transaction_id=meta["next_transaction_id"], period=period, shards=shards)
 
 
-def _read_parquet_files(dt_: DeltaTable) -> pa.Table:
-    import pyarrow.dataset as ds
-
-    schema = pa.schema(dt_.schema().to_arrow())
-    files = dt_.file_uris()
-    return ds.dataset(files, format="parquet", schema=schema).to_table() if files else schema.empty_table()
-
-
 # --------------------------------------------------------------------------- reading a lake
 
 
@@ -190,70 +168,82 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+# What reading a damaged file or Delta log can raise: JSON and Arrow errors are ValueErrors.
+_UNREADABLE = (DeltaError, OSError, ValueError, KeyError, TypeError, pa.ArrowException)
+
+
+def _read_intent(path: Path) -> dict[str, Any] | None:
+    intent = _read_json(path)
+    if intent is not None and not (isinstance(intent, dict) and intent.get("command") in ("run", "append")
+                                   and isinstance(intent.get("target_period"), int)
+                                   and (intent["command"] == "run" or isinstance(intent.get("scenario"), dict))):
+        raise ValueError("not a churnsim intent (expected command, target_period and, for append, scenario)")
+    return intent
+
+
 def lake_status(lake: str | Path) -> LakeStatus:
-    """Inspect a lake (read-only)."""
+    """Inspect a lake (read-only). A file that cannot be read is reported in ``damaged``, not raised."""
     lake = Path(lake)
-    has_tables = any(DeltaTable.is_deltatable(str(lake / t)) for t in TABLES)
+    damaged: list[str] = []
+    intent_path = _internal(lake) / "intent.json"
+    try:
+        intent = _read_intent(intent_path)
+    except _UNREADABLE as exc:
+        intent = None
+        damaged.append(f"{intent_path}: unreadable ({_first_line(exc)}); it records what the last run or append "
+                       "set out to do: restore it, or delete it and continue with `churnsim append --until YYYY-MM`, "
+                       "or rerun `churnsim run` with --overwrite")
     state = meta = None
+    incompatible = None
     state_path = _internal(lake) / "state"
-    if DeltaTable.is_deltatable(str(state_path)):
-        dt_ = DeltaTable(str(state_path))
-        meta = json.loads(dt_.history(1)[0][_META_KEY])
-        if meta.get("state_format") != STATE_FORMAT or not _compatible(meta.get("package_version", "")):
-            state = None
-        else:
-            state = _state_from(_read_parquet_files(dt_), meta)
+    try:
+        if DeltaTable.is_deltatable(str(state_path)):
+            dt_ = DeltaTable(str(state_path))
+            meta = json.loads(dt_.history(1)[0][_META_KEY])
+            if meta.get("state_format") != STATE_FORMAT or not _compatible(meta.get("package_version", "")):
+                incompatible = (f"made by churnsim {meta.get('package_version')} (state format "
+                                f"{meta.get('state_format')}); this is {_package_version()}, which cannot continue it")
+            else:
+                state = _state_from(read_delta(dt_), meta)
+    except _UNREADABLE as exc:
+        state = meta = None
+        damaged.append(f"{state_path}: unreadable ({_first_line(exc)}); the lake cannot be continued without it: "
+                       "restore it, or rerun `churnsim run` with --overwrite to make the lake again")
+    has_tables = False
     digest = None
     for t in TABLES:
-        if DeltaTable.is_deltatable(str(lake / t)):
-            hist = DeltaTable(str(lake / t)).history()
-            first = [h for h in hist if _META_KEY in h]
-            if first:
-                digest = json.loads(first[-1][_META_KEY]).get("scenario_digest")
-            break
-    return LakeStatus(lake, has_tables, state, meta, _read_json(_internal(lake) / "intent.json"), digest)
-
-
-# --------------------------------------------------------------------------- locking
-
-
-@contextlib.contextmanager
-def _lock(lake: Path) -> Iterator[None]:
-    """One writer per lake. A lock left by a killed process (dead pid) is taken over."""
-    path = _internal(lake) / "lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = path.read_text().strip() if path.exists() else ""
-            host, _, pid = holder.partition(":")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                log.warning("taking over the lock of dead process %s", pid)
-                path.unlink(missing_ok=True)
+            if not DeltaTable.is_deltatable(str(lake / t)):
                 continue
-            raise StorageError(f"{lake}: another churnsim process ({holder or 'unknown'}) is writing this lake; "
-                               f"wait for it to finish (or remove {path} if it is gone)") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            if path.read_text().strip() == me:
-                path.unlink()
+            has_tables = True
+            if digest is None:
+                first = [h for h in DeltaTable(str(lake / t)).history() if _META_KEY in h]
+                if first:
+                    digest = json.loads(first[-1][_META_KEY]).get("scenario_digest")
+        except _UNREADABLE as exc:
+            has_tables = True
+            damaged.append(f"{lake / t}: unreadable ({_first_line(exc)}); restore it, or rerun `churnsim run` "
+                           "with --overwrite to make the lake again")
+    return LakeStatus(lake, has_tables, state, meta, intent, digest,
+                      damaged=damaged[0] if damaged else None, incompatible=incompatible)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _lake_dir(lake: str | Path) -> Path:
+    """``lake``, refused (before anything is written) when it is, or is inside, a Delta table."""
+    lake = Path(lake)
+    resolved = lake.resolve()
+    for p in (resolved, *resolved.parents):
+        if (p / "_delta_log").is_dir():
+            where = "is the Delta table" if p == resolved else "is inside the Delta table"
+            parent = p.parent.parent if p.parent.name == "_churnsim" else p.parent
+            raise ScenarioError(f"{lake}: expected a lake directory (the one that holds the tables); it {where} {p} "
+                                f"(did you mean {parent}?)")
+    return lake
 
 
 # --------------------------------------------------------------------------- writing months
@@ -273,7 +263,7 @@ def _from_ipc(text: str | None) -> pa.Table | None:
 
 
 def _commit_month(lake: Path, before: RunState, after: RunState, period: Period, months: list,
-                  *, end_date: dt.date, carry: pa.Table | None) -> tuple[MonthWritten, pa.Table | None]:
+                  *, carry: pa.Table | None) -> tuple[MonthWritten, pa.Table | None]:
     month_no = period.index + 1
     tables = month_tables(before, period, months)
     corruption = after.scenario.corruption
@@ -282,8 +272,8 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
         from sim.quality import corrupt_month
 
         tables, manifest, carry = corrupt_month(
-            tables, period_index=period.index, seed=after.scenario.seed, rate=corruption.rate,
-            rates=corruption.rates, end_date=end_date, carry=carry)
+            tables, period=period, seed=after.scenario.seed, rate=corruption.rate,
+            rates=corruption.rates, carry=carry)
         extra[MANIFEST_TABLE] = manifest
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": _package_version(), "month": period.label, "period_index": period.index}
@@ -301,7 +291,7 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
         written.rows[name] = tables[name].num_rows
         _checkpoint(f"after {name} {period.label}")
     state_path = str(_internal(lake) / "state")
-    meta = {**_meta(after), "carry": _ipc(carry), "end_date": end_date.isoformat()}
+    meta = {**_meta(after), "carry": _ipc(carry)}
     write_deltalake(state_path, _state_table(after), mode="overwrite", schema_mode="overwrite",
                     commit_properties=CommitProperties(custom_metadata={_META_KEY: json.dumps(meta)},
                                                        app_transactions=[Transaction(APP_ID, month_no)]))
@@ -309,20 +299,10 @@ def _commit_month(lake: Path, before: RunState, after: RunState, period: Period,
     return written, carry
 
 
-def _target_end(state: RunState, target: int) -> dt.date:
-    """Last day of month ``target`` (0-based) continuing from ``state``."""
-    probe = replace(state)
-    while probe.period is None or probe.period.index < target:
-        probe = replace(probe, period=probe.next_period())
-    return probe.period.end
-
-
 def _advance(lake: Path, state: RunState, target: int, *, runner: ShardRunner,
              progress: Callable[[MonthWritten], None] | None, carry: pa.Table | None = None) -> RunState:
-    end_date = _target_end(state, target)
-
     def commit(before: RunState, after: RunState, period: Period, months: list, carry: pa.Table | None):
-        written, carry = _commit_month(lake, before, after, period, months, end_date=end_date, carry=carry)
+        written, carry = _commit_month(lake, before, after, period, months, carry=carry)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if progress:
             progress(written)
@@ -351,117 +331,110 @@ def run(
     overwrite: bool = False,
     runner: ShardRunner = local_runner,
     progress: Callable[[MonthWritten], None] | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> RunState:
     """Simulate ``scenario`` month by month into ``lake``; a rerun of an interrupted run resumes it.
+
+    A rerun of a finished run (same scenario and months) is complete: it writes nothing.
 
     Args:
         scenario: the validated scenario.
         lake: lake directory (created if missing).
         months: months to simulate (default: the scenario's horizon).
         overwrite: replace a lake that holds another or a finished run.
-        runner: how shards are executed (see :mod:`sim.execute.parallel`).
+        runner: how shards are executed (see :mod:`sim.parallel`).
         progress: called after each committed month.
+        on_plan: called with the decision (taken under the lake's lock) before anything is written.
 
     Raises:
         StorageError: the lake holds a finished or different run and ``overwrite`` is False,
-            or another process is writing it.
+            or another process is writing it, or it cannot be read.
         InfeasibleTargetError: the scenario's targets cannot be met (nothing is written).
+        ScenarioError: ``lake`` is, or is inside, a Delta table.
     """
-    from sim.execute.targets import solve_targets
-
-    lake = Path(lake)
+    lake = _lake_dir(lake)
     if months is not None and months < 1:
         raise ScenarioError(f"months: expected a positive number of months (got {months})")
-    horizon = len(horizon_periods(scenario.calendar))
-    target = (months if months is not None else horizon) - 1
-    status = lake_status(lake)
-    same = (status.meta or {}).get("scenario_digest", status.table_scenario_digest) == scenario.digest()
-    resumable = (status.has_tables or status.state is not None) and same and (status.intent or {}).get("command") == "run"
-    # A state of another format (or package version) reads as None: such a lake cannot be resumed.
-    resumable = resumable and (status.meta is None or status.state is not None)
-    if status.has_tables or status.state is not None:
-        if overwrite:
-            pass
-        elif not resumable:
-            raise StorageError(f"{lake}: holds a run of another scenario (or another package version); "
-                               "pass --overwrite to replace it")
-        elif status.finished:
-            raise StorageError(f"{lake}: holds a finished run of this scenario (through "
-                               f"{status.state.period.end}); use `churnsim append` to add months, "
-                               "or --overwrite to replace it")
-    resume = resumable and not overwrite
-    if resume and status.state is not None:
-        state = status.state
-        target = status.intent["target_period"]
-        log.info("resuming the interrupted run after %s", state.period.label if state.period else "start")
-    elif resume and status.meta is None and status.intent:
-        state = initial_state(scenario, TargetScales(**status.intent["calibration"]))
-        target = status.intent["target_period"]
-    else:
-        scales = solve_targets(scenario)  # may refuse the targets: before the lake is touched
-        state = initial_state(scenario, scales)
-    with _lock(lake):
-        if overwrite and not resume:
-            for name in (*TABLES, MANIFEST_TABLE, "_churnsim/state", "_churnsim/intent.json", "_churnsim/scenario.json"):
-                p = lake / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        _write_json(_internal(lake) / "scenario.json", scenario.to_dict())
-        _write_json(_internal(lake) / "intent.json", {
-            "command": "run", "target_period": target, "scenario_digest": scenario.digest(),
-            "calibration": asdict(state.scales)})
-        carry = _from_ipc((status.meta or {}).get("carry")) if resume else None
-        return _advance(lake, state, target, runner=runner, progress=progress, carry=carry)
+    target = (months if months is not None else len(horizon_periods(scenario.calendar))) - 1
+    request = Request("run", scenario, target=target)
+    with lake_lock(lake, command="run"):
+        status = lake_status(lake)
+        plan = decide(status, request, mode="overwrite" if overwrite else "error")
+        state = _carry_out(lake, plan, status, command="run", runner=runner, progress=progress, on_plan=on_plan)
+    _checkpoint("after the lock")  # tests: killed after the last commit, before the command reports
+    return state
 
 
 def append(
     lake: str | Path = "./lake",
     *,
-    months: int = 1,
+    months: int | None = None,
+    until: str | None = None,
     scenario: Scenario | None = None,
     runner: ShardRunner = local_runner,
     progress: Callable[[MonthWritten], None] | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> RunState:
-    """Continue the lake's population for ``months`` more months.
+    """Continue the lake's population: ``months`` more months, or up to month ``until``.
 
-    With ``scenario`` the population carries on under the new parameters from the next month
-    (production drift, month by month). A rerun of an interrupted append finishes it instead of
-    adding ``months`` again.
+    ``until`` (``YYYY-MM``, the last month the lake must hold) is safe to retry: when the lake holds
+    it already, nothing is written. ``months`` (default 1) counts from the lake's last month, so a
+    retry after success appends them again. With ``scenario`` the population carries on under the
+    new parameters from the next month (production drift, month by month). A rerun of an
+    interrupted append finishes it instead of adding ``months`` again.
+
+    Raises:
+        StorageError: no state to continue, another process is writing, ``until`` is before the
+            lake's last month, or the lake cannot be read.
+        ScenarioError: bad ``months``/``until``, a scenario that cannot continue the population, or
+            ``lake`` is, or is inside, a Delta table.
     """
-    lake = Path(lake)
-    if months < 1:
+    lake = _lake_dir(lake)
+    if months is not None and until is not None:
+        raise ScenarioError(f"--months and --until: expected one of them (got --months {months} and --until {until})")
+    if months is not None and months < 1:
         raise ScenarioError(f"months: expected a positive number of months (got {months})")
-    status = lake_status(lake)
-    if status.meta is None:
-        raise StorageError(f"{lake}: no churnsim state to append to; start with `churnsim run`")
-    if status.state is None:
-        raise StorageError(f"{lake}: made by churnsim {status.meta.get('package_version')} "
-                           f"(state format {status.meta.get('state_format')}); this is {_package_version()}, "
-                           "which cannot continue it")
-    state = status.state
-    intent = status.intent or {}
-    unfinished = intent.get("command") == "append" and state.period.index < intent.get("target_period", -1)
-    if unfinished:
-        target = intent["target_period"]
-        state = replace(state, scenario=scenario_from_dict(intent["scenario"], source="intent"))
-        log.info("finishing the interrupted append (to month %d) before anything else", target + 1)
+    request = Request("append", scenario, months=months, until=None if until is None else parse_until(until))
+    with lake_lock(lake, command="append"):
+        status = lake_status(lake)
+        plan = decide(status, request)
+        state = _carry_out(lake, plan, status, command="append", runner=runner, progress=progress, on_plan=on_plan)
+    _checkpoint("after the lock")
+    return state
+
+
+def _carry_out(lake: Path, plan: Plan, status: LakeStatus, *, command: str, runner: ShardRunner,
+               progress: Callable[[MonthWritten], None] | None, on_plan: Callable[[Plan], None] | None) -> RunState:
+    """Write what ``plan`` says (with the lock held): record the intent, then the months."""
+    from sim.execute.targets import solve_targets
+
+    if on_plan:
+        on_plan(plan)
+    if plan.action == "complete":
+        log.info("%s already holds %s: nothing to write", lake, plan.until)
+        return plan.state
+    if plan.state is None:
+        # Calibrating may refuse the targets: before anything is removed or written.
+        state = initial_state(plan.scenario, plan.scales or solve_targets(plan.scenario))
+        carry = None
     else:
-        target = state.period.index + months
-        if scenario is not None:
-            _check_continuable(state.scenario, scenario)
-            state = replace(state, scenario=scenario)
-    with _lock(lake):
-        _write_json(_internal(lake) / "intent.json", {
-            "command": "append", "target_period": target, "scenario": state.scenario.to_dict()})
-        _write_json(_internal(lake) / "scenario.json", state.scenario.to_dict())
-        return _advance(lake, state, target, runner=runner, progress=progress, carry=_from_ipc(status.meta.get("carry")))
-
-
-def _check_continuable(old: Scenario, new: Scenario) -> None:
-    for path, a, b in (("population.shard_size", old.population.shard_size, new.population.shard_size),
-                       ("calendar.start_date", old.calendar.start_date, new.calendar.start_date)):
-        if a != b:
-            raise ScenarioError(f"append --scenario: {path}: expected {a} (the lake's value; a population "
-                                f"cannot change it mid-run) (got {b})")
+        state = plan.state
+        carry = _from_ipc((status.meta or {}).get("carry"))
+        if plan.action == "resume":
+            log.info("finishing the interrupted command after %s (to %s)", state.period.label, plan.until)
+    if plan.clear:
+        for name in (*TABLES, MANIFEST_TABLE, "_churnsim/state", "_churnsim/intent.json", "_churnsim/scenario.json"):
+            p = lake / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if command == "run":
+        intent = {"command": "run", "target_period": plan.target, "scenario_digest": plan.scenario.digest(),
+                  "calibration": asdict(state.scales), "until": plan.until}
+    else:
+        intent = {"command": "append", "target_period": plan.target, "scenario": plan.scenario.to_dict(),
+                  "until": plan.until}
+    _write_json(_internal(lake) / "intent.json", intent)
+    _write_json(_internal(lake) / "scenario.json", plan.scenario.to_dict())
+    return _advance(lake, state, plan.target, runner=runner, progress=progress, carry=carry)
 
 
 # --------------------------------------------------------------------------- maintenance
@@ -478,9 +451,9 @@ def optimize(lake: str | Path = "./lake", *, retention_hours: int = 168) -> dict
 
     Returns files and bytes per table before and after.
     """
-    lake = Path(lake)
+    lake = _lake_dir(lake)
     out: dict[str, dict[str, int]] = {}
-    with _lock(lake):
+    with lake_lock(lake, command="optimize"):
         for name in TABLES:
             path = lake / name
             if not DeltaTable.is_deltatable(str(path)):

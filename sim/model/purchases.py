@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.contracts import NEW_CUSTOMER
+from sim.contracts import AMOUNT_CAP, NEW_CUSTOMER
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import seasonal_bound, seasonal_factor
 from sim.model.rates import Rates
 from sim.scenario import Seasonality
 
-__all__ = ["advance", "graduating", "unit_gaps"]
+__all__ = ["advance", "graduating", "purchases_at", "unit_gaps"]
 
 
 def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarray:
@@ -143,18 +143,26 @@ def advance(
         ends = np.r_[pi[1:] != pi[:-1], True]
         agents.last[idx[pi[ends]]] = pt[ends]
 
-    # What each purchase looks like.
     pc, ps = cid[pi], seg[pi]
-    z = keyed.normal(seed, "amount_a", pc, period, block, pk)
-    median = rates.spend_median[ps] * agents.spend_scale[idx[pi]] * m_spend[pi]
-    amount = np.round(np.clip(median * np.exp(rates.spend_sigma[ps] * z), 0.01, 5000.0), 2)
-    uch = keyed.uniform(seed, "channel", pc, period, block, pk)
+    bought = purchases_at(pc, pt, ps, agents.spend_scale[idx[pi]] * m_spend[pi], rates, seed=seed, period=period,
+                          block=block, counter=pk)
+    return bought, idx[gone], drop_t[gone]
+
+
+def purchases_at(cid: np.ndarray, t: np.ndarray, seg: np.ndarray, spend_scale: np.ndarray, rates: Rates, *,
+                 seed: int, period: int, block: int, counter: np.ndarray) -> Purchases:
+    """What each purchase looks like (amount, channel, category), keyed by (customer, period, block, counter)."""
+    ps = np.asarray(seg, np.intp)
+    z = keyed.normal(seed, "amount_a", cid, period, block, counter)
+    median = rates.spend_median[ps] * spend_scale
+    amount = np.round(np.clip(median * np.exp(rates.spend_sigma[ps] * z), 0.01, AMOUNT_CAP), 2)
+    uch = keyed.uniform(seed, "channel", cid, period, block, counter)
     app, store = rates.app_share[ps], rates.store_share[ps]
     channel = np.where(uch < app, 1, np.where(uch < app + store, 2, 0)).astype(np.int8)
-    ucat = keyed.uniform(seed, "category", pc, period, block, pk)
+    ucat = keyed.uniform(seed, "category", cid, period, block, counter)
     cdf = rates.category_cdf
     category = np.minimum(np.searchsorted(cdf, ucat), len(cdf) - 1).astype(np.int8)
-    return Purchases(pc, pt, amount, ps.astype(np.int8), channel, category), idx[gone], drop_t[gone]
+    return Purchases(cid, t, amount, ps.astype(np.int8), channel, category)
 
 
 def _leave_after_purchase(agents: Agents, idx: np.ndarray, pi: np.ndarray, pt: np.ndarray, pk: np.ndarray,

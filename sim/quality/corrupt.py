@@ -9,9 +9,15 @@ Default proportions follow the guide: null ages ``rate/2`` and invalid ages ``ra
 negative amounts ``rate`` of transactions; every other kind ``rate/4`` (see :func:`default_rates`);
 ``rates={kind: r}`` overrides single kinds.
 
-Late arrivals: a transaction of month *m* delivered in a later batch. In the lake,
-:func:`corrupt_month` holds the row back (``carry``) and the writer prepends it to the next month's
-batch; validation flags a row whose ``transaction_date`` precedes its batch month. In a pandas
+Every defect of a lake batch is a pure function of (scenario, seed, month), never of the command
+that writes it, so ``run 12`` equals ``run 6`` + ``append 6``. A batch's "today" is its own month
+end: ``after_end`` dates a row 1-30 days after it (the future as seen by that batch).
+
+Late arrivals: a transaction of month *m* delivered in the next batch. In the lake,
+:func:`corrupt_month` holds the row back (``carry``, kept in the engine state between commands)
+and the next batch delivers it and records it in its manifest, so a lake at any month holds
+exactly the defects its manifest lists; rows held back by a lake's last batch are in flight until
+the next ``append``. Validation flags a row whose ``transaction_date`` precedes its batch month. In a pandas
 frame the delivery is only visible when the frame has a :data:`BATCH_COLUMN` (``"YYYY-MM"``): then
 the row's batch is moved to the next month; without that column no late arrival is injected (a
 defect nobody could ever observe would only be noise in the manifest).
@@ -31,6 +37,7 @@ import pyarrow as pa
 from sim.batch.tables import SCHEMAS
 from sim.contracts import AGE_MAX, AMOUNT_CAP, ISSUE_KINDS
 from sim.model import keyed
+from sim.model.calendar import Period, epoch_day
 
 __all__ = [
     "BATCH_COLUMN",
@@ -205,7 +212,8 @@ def _corrupt_transactions(
         # Room for a date in [start, signup) keeps the row in its batch month (not a late arrival).
         "before_signup": has_since & (since_day - 1 >= start_day),
         "negative_amount": amount > 0,
-        "late_arrival": np.full(n, late),
+        # A history row (dated before its batch month) is never late: late means after its own month.
+        "late_arrival": np.full(n, late) & (day >= start_day),
     }
     picks = _pick(rng, n, TRANSACTION_KINDS, rates, eligible)
     parts = []
@@ -326,20 +334,20 @@ def _to_arrow(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 def corrupt_month(
     tables: dict[str, pa.Table],
     *,
-    period_index: int,
+    period: Period,
     seed: int,
     rate: float,
     rates: Mapping[str, float] | None,
-    end_date: dt.date,
     carry: pa.Table | None,
 ) -> tuple[dict[str, pa.Table], pa.Table, pa.Table | None]:
-    """Corrupt one monthly batch of the lake (same seed and ``period_index``: the same bytes).
+    """Corrupt the monthly batch of ``period`` (same seed and period: the same bytes).
 
-    The batch month is the first ``metric_date`` of ``daily_metrics`` (else the first transaction).
     ``carry`` (rows held back by the previous batch) is prepended to this batch's transactions,
-    untouched: those rows are the late arrivals, recorded in the previous batch's manifest. Rows this
-    batch holds back are returned as the new carry; the batch that reaches ``end_date`` holds none
-    back, so no defect is lost when the run ends.
+    untouched: those rows are the late arrivals, recorded in this batch's manifest (the batch that
+    delivers them). Rows this batch holds back are returned as the new carry, whatever month the
+    command ends in: the writer keeps it in the engine state for the next batch. ``after_end``
+    dates land after ``period.end``, the batch's own "today". History rows (dated before the
+    batch month, see README) are never held back: a late arrival is a row of its own month.
 
     Returns:
         The tables (customers and transactions corrupted, labels and metrics as given, schemas of
@@ -348,37 +356,43 @@ def corrupt_month(
     """
     out = dict(tables)
     cust_t, txn_t = tables["raw_customers"], tables["raw_transactions"]
-    metrics = tables.get("daily_metrics")
-    dates = metrics["metric_date"] if metrics is not None and metrics.num_rows else txn_t["transaction_date"]
     r = default_rates(rate, rates)
-    if not len(dates) or not any(r.values()):
-        if carry is not None and carry.num_rows:
-            out["raw_transactions"] = pa.concat_tables([carry, txn_t])
-        return out, MONTH_MANIFEST_SCHEMA.empty_table(), None
-    start_day = _days([dates.to_pandas().min()])[0]
-    last_day = _days([dates.to_pandas().max()])[0]
-    end_day = _days([end_date])[0]
-    label = str(np.datetime64(int(start_day), "D"))[:7]
+    label = period.label
+    carry = carry if carry is not None and carry.num_rows else None
+    delivered = _manifest("raw_transactions", carry["transaction_id"].to_numpy() if carry is not None else [],
+                          BATCH_COLUMN, "late_arrival", None, None)
+    if carry is not None:
+        delivered["original_value"] = _prev_month(label)
+        delivered["injected_value"] = label
+    if not any(r.values()):
+        if carry is not None:
+            out["raw_transactions"] = pa.concat_tables([carry.cast(SCHEMAS["raw_transactions"]), txn_t])
+        return out, _month_manifest(delivered, label), None
+    start_day, last_day = epoch_day(period.start), epoch_day(period.end)
 
-    ss = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, _CORRUPT_STREAM, period_index])
+    ss = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, _CORRUPT_STREAM, period.index])
     rng_c, rng_t = (np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(2))
     cust, man_c = _corrupt_customers(_frame(cust_t), r, rng_c)
     cust_df = _frame(cust_t)
     since = pd.Series(cust_df["customer_since_date"].to_numpy(), index=cust_df["customer_id"].to_numpy())
-    txn, man_t, late = _corrupt_transactions(_frame(txn_t), since, r, rng_t, start_day=start_day, end_day=end_day,
-                                             late=last_day < end_day)
-    if len(late):
-        man_t = pd.concat([man_t, _manifest("raw_transactions", late, BATCH_COLUMN,
-                                            "late_arrival", [label] * len(late),
-                                            _next_month(np.array([label] * len(late))))], ignore_index=True)
+    txn, man_t, late = _corrupt_transactions(_frame(txn_t), since, r, rng_t, start_day=start_day, end_day=last_day,
+                                             late=True)
     keep = ~txn["transaction_id"].isin(late).to_numpy()
     txn_out = _to_arrow(txn[keep], SCHEMAS["raw_transactions"])
     new_carry = _to_arrow(txn[~keep], SCHEMAS["raw_transactions"]) if len(late) else None
-    if carry is not None and carry.num_rows:
+    if carry is not None:
         txn_out = pa.concat_tables([carry.cast(SCHEMAS["raw_transactions"]), txn_out])
     out["raw_customers"] = _to_arrow(cust, SCHEMAS["raw_customers"])
     out["raw_transactions"] = txn_out
-    manifest = pd.concat([man_c, man_t], ignore_index=True)
-    manifest["month"] = label
+    manifest = pd.concat([man_c, man_t, delivered], ignore_index=True)
     log.info("batch %s: injected %d defects, %d held back", label, len(manifest), len(late))
-    return out, pa.Table.from_pandas(manifest, schema=MONTH_MANIFEST_SCHEMA, preserve_index=False), new_carry
+    return out, _month_manifest(manifest, label), new_carry
+
+
+def _prev_month(label: str) -> str:
+    return str(pd.Period(label, freq="M") - 1)
+
+
+def _month_manifest(manifest: pd.DataFrame, label: str) -> pa.Table:
+    manifest = manifest.assign(month=label)
+    return pa.Table.from_pandas(manifest, schema=MONTH_MANIFEST_SCHEMA, preserve_index=False)

@@ -22,10 +22,12 @@ import pandas as pd
 import pyarrow as pa
 
 from sim.contracts import AGE_MAX, AGE_MIN, AMOUNT_CAP
+from sim.lake.read import read_table
 from sim.quality.corrupt import (
     _EMAIL,
     BATCH_COLUMN,
     _month_start_days,
+    _next_month,
 )
 
 __all__ = ["QualityReport", "RuleResult", "validate", "validate_features", "validate_lake"]
@@ -98,6 +100,10 @@ def _result(rule: str, table: str, description: str, keys: pd.Series, mask: Any,
     return RuleResult(rule, table, description, len(found), tuple(found.tolist()), checked)
 
 
+def _epoch(t: pd.Timestamp) -> int:
+    return int(np.datetime64(t.date(), "D").astype(np.int64))
+
+
 def _dates(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s).astype("datetime64[ms]")
 
@@ -110,6 +116,7 @@ def validate(
     end_date: dt.date | None = None,
     start_date: dt.date | None = None,
     batch_month: Sequence[str | None] | np.ndarray | pd.Series | None = None,
+    window_start: dt.date | None = None,
 ) -> QualityReport:
     """Check the guide's rules (and the defects of :data:`ISSUE_KINDS`) on the raw tables.
 
@@ -128,6 +135,9 @@ def validate(
         batch_month: the ``YYYY-MM`` batch that delivered each transaction row (aligned with
             ``transactions``, ``None`` where unknown); default its :data:`BATCH_COLUMN` if present.
             ``late_arrival`` flags rows dated before their batch month; checked only with batch months.
+            ``after_end`` then flags rows dated after their batch's month end (its "today", capped
+            at ``end_date``); rows without a batch are checked against ``end_date``.
+        window_start: first simulated day; rows dated before it are history, not late arrivals.
 
     Returns:
         A :class:`QualityReport`.
@@ -148,6 +158,23 @@ def validate(
     signup = pd.Series(first_since.reindex(txn["customer_id"].to_numpy()).to_numpy(), index=txn.index)
     never = np.zeros(len(txn), dtype=bool)
 
+    if batch_month is None and BATCH_COLUMN in txn.columns:
+        batch_month = txn[BATCH_COLUMN]
+    day = tdate.to_numpy().astype("datetime64[D]").astype(np.int64)
+    # A batch's "today" is its month's end (the lake's end for its last batch): later is the future.
+    today = np.full(len(txn), _epoch(end) if end is not None else np.iinfo(np.int64).max)
+    if batch_month is not None:
+        labels_ = np.asarray(batch_month, dtype=object)
+        has = ~pd.isna(labels_)
+        starts = np.full(len(txn), np.iinfo(np.int64).min)
+        if has.any():
+            starts[has] = _month_start_days(labels_[has])
+            today[has] = np.minimum(today[has], _month_start_days(_next_month(labels_[has])) - 1)
+        # Rows before the window are history (README), delivered with the first batch, never late.
+        opened = day >= _epoch(pd.Timestamp(window_start)) if window_start is not None else True
+        late = has & (day < starts) & opened
+    else:
+        late = never
     results = [
         _result("null_age", "raw_customers", "age is null", cid, age.isna()),
         _result("invalid_age", "raw_customers", f"age outside {AGE_MIN}-{AGE_MAX}", cid,
@@ -162,24 +189,12 @@ def validate(
         _result("orphan_transaction", "raw_transactions", "customer_id not in raw_customers", tid, ~known),
         _result("before_signup", "raw_transactions", "transaction_date before customer_since_date", tid,
                 (tdate < signup).to_numpy(dtype=bool)),
-        _result("after_end", "raw_transactions", "transaction_date after the end date", tid,
-                (tdate > end) if end is not None else never, checked=end is not None),
+        _result("after_end", "raw_transactions", "transaction_date after the end date (of its batch month)", tid,
+                day > today, checked=end is not None or batch_month is not None),
         _result("before_start", "raw_transactions", "transaction_date before the start date", tid,
                 (tdate < pd.Timestamp(start_date)) if start_date is not None else never,
                 checked=start_date is not None),
     ]
-    if batch_month is None and BATCH_COLUMN in txn.columns:
-        batch_month = txn[BATCH_COLUMN]
-    if batch_month is not None:
-        labels_ = np.asarray(batch_month, dtype=object)
-        has = ~pd.isna(labels_)
-        starts = np.full(len(txn), np.iinfo(np.int64).min)
-        if has.any():
-            starts[has] = _month_start_days(labels_[has])
-        day = tdate.to_numpy().astype("datetime64[D]").astype(np.int64)
-        late = has & (day < starts)
-    else:
-        late = never
     results.append(_result("late_arrival", "raw_transactions", "transaction_date before its batch month", tid,
                            late, checked=batch_month is not None))
     if lab is not None:
@@ -267,13 +282,14 @@ def _transactions_with_batches(path: str, version: int | None) -> tuple[pa.Table
 def validate_lake(lake: str | Path, *, version: int | None = None) -> QualityReport:
     """:func:`validate` on a lake's tables (each as of Delta ``version``), late arrivals included.
 
-    The end date is the last ``metric_date`` of ``daily_metrics`` (the last simulated day).
+    The end date is the last ``metric_date`` of ``daily_metrics`` (the last simulated day), the
+    window start its first; each transaction's batch month is its commit's.
     """
-    from analysis.lake import read_table, table_path
-
     customers = read_table(lake, "raw_customers", version=version)
     labels = read_table(lake, "customer_labels", version=version)
-    transactions, batch = _transactions_with_batches(table_path(lake, "raw_transactions"), version)
+    transactions, batch = _transactions_with_batches(str(Path(lake) / "raw_transactions"), version)
     metrics = read_table(lake, "daily_metrics", version=version, columns=["metric_date"])
-    end = pd.Timestamp(metrics["metric_date"].to_pandas().max()).date() if metrics.num_rows else None
-    return validate(customers, transactions, labels, end_date=end, batch_month=batch)
+    dates = metrics["metric_date"].to_pandas()
+    end = pd.Timestamp(dates.max()).date() if metrics.num_rows else None
+    start = pd.Timestamp(dates.min()).date() if metrics.num_rows else None
+    return validate(customers, transactions, labels, end_date=end, batch_month=batch, window_start=start)
