@@ -11,6 +11,14 @@ A customer's process lives for the whole month. Between months its state is chec
 shard's :class:`~sim.model.agents.Agents` arrays, like the batched engine's: next month's world is
 rebuilt from them and each process resumes exactly where it left off (the operational time to its
 next candidate purchase, its last purchase, segment and graduation date).
+
+Equality is by construction, with two details that mirror the batched engine: the thinning bound
+is the seasonal peak over the span the shard's customers live in a block (any bound is correct;
+this one is the batched engine's), and the random numbers are keyed by the block (the index of
+the month's change points), as there. The one step computed differently is dropout: here the
+dropout clock's expiry is compared with the next purchase's time, there the cumulative hazard at
+the purchase with the clock's draw; they can disagree only within one rounding error of a tie,
+which no shipped scenario meets (the tests compare every table and the state bit for bit).
 """
 
 from __future__ import annotations
