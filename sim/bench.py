@@ -9,6 +9,9 @@ Jobs (each returns plain numbers, the CLI prints them):
 * ``floor``: a whole-array numpy generator of the same volume (same customers, the same row
   counts per table per month, plain vectorised draws, no agents) committed to Delta in the same
   monthly batches; our time is reported as a multiple of it.
+* ``process_engine``: the small preset in memory with the batched engine and with the process
+  engine (every customer one SimPy process, :mod:`sim.engine.process`): events (purchases,
+  signups, graduations, dropouts) per second of each, and whether their tables are equal.
 * ``full``: 1,000,000 customers over 24 months to Delta, in a fresh process so its peak RSS
   (``ru_maxrss`` of the coordinator; workers report their own) is its own; run again with one
   worker for its speed-up.
@@ -39,7 +42,8 @@ import pyarrow as pa
 from sim.batch.tables import SCHEMAS, TABLES
 from sim.scenario import Scenario
 
-__all__ = ["FULL_CUSTOMERS", "bench", "floor_job", "full_job", "in_memory_job", "preset", "to_delta_job"]
+__all__ = ["FULL_CUSTOMERS", "bench", "floor_job", "full_job", "in_memory_job", "preset", "process_engine_job",
+           "to_delta_job"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,39 @@ def in_memory_job(s: Scenario, *, profile: bool = False, top: int = 20) -> dict[
     del tables
     if profile:
         out["profile"] = _profile_top(lambda: simulate(s), top)
+    return out
+
+
+def _events(tables: dict[str, pa.Table]) -> int:
+    """Purchases and lifecycle events (signups, graduations, dropouts), counted off the tables."""
+    import pyarrow.compute as pc
+
+    daily = tables["daily_metrics"]
+    signups, dropouts = (pc.sum(daily[c]).as_py() or 0 for c in ("new_customers", "dropouts"))
+    cust, lab = tables["raw_customers"], tables["customer_labels"]
+    new = cust.filter(pc.equal(cust["segment"], "new_customer"))["customer_id"]
+    moved = lab.filter(pc.not_equal(lab["segment"], "new_customer"))["customer_id"]
+    graduations = len(np.intersect1d(new.to_numpy(), moved.to_numpy()))
+    return tables["raw_transactions"].num_rows + signups + graduations + dropouts
+
+
+def process_engine_job(s: Scenario) -> dict[str, Any]:
+    """Both engines on ``s`` in memory, one after the other: seconds and events per second of each."""
+    from sim.engine.process import process_runner
+    from sim.execute.memory import simulate
+    from sim.execute.targets import solve_targets
+
+    scales = solve_targets(s)
+    out: dict[str, Any] = {"customers": s.population.size}
+    tables = {}
+    for engine, kw in (("batched", {}), ("process", {"runner": process_runner})):
+        t0 = time.perf_counter()
+        tables[engine] = simulate(s, scales=scales, **kw)
+        seconds = time.perf_counter() - t0
+        out[engine] = {"seconds": round(seconds, 3), "events": (n := _events(tables[engine])),
+                       "events_per_s": round(n / seconds)}
+    out["same_tables"] = all(tables["batched"][k].equals(tables["process"][k]) for k in TABLES)
+    out["x_slower"] = round(out["process"]["seconds"] / out["batched"]["seconds"], 1)
     return out
 
 
@@ -254,5 +291,7 @@ def bench(*, size: Size = "large", workers: int | None = None, full: bool = Fals
         one, two = (out["full"], again) if other == 2 else (again, out["full"])
         out["full"]["workers_1_seconds"], out["full"]["workers_2_seconds"] = one["seconds"], two["seconds"]
         out["full"]["speedup"] = round(one["seconds"] / two["seconds"], 2)
+    log.info("process engine vs batched (small)")
+    out["process_engine"] = process_engine_job(preset("small"))
     out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return out

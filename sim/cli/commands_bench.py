@@ -18,6 +18,10 @@ def _show(r: dict) -> None:
     click.echo(f"  numpy floor: {fl['seconds']:8.2f} s  (same rows per table and month, to Delta)")
     click.echo(f"  1 -> 2 workers: {sp['workers_1_seconds']:.2f} s -> {sp['workers_2_seconds']:.2f} s "
                f"= {sp['speedup']}x (shard phase {sp['shard_speedup']}x)")
+    pe = r["process_engine"]
+    click.echo(f"  engines on {pe['customers']:,} customers (small): batched {pe['batched']['events_per_s']:,} events/s, "
+               f"process {pe['process']['events_per_s']:,} events/s ({pe['x_slower']}x slower; "
+               f"{pe['process']['events']:,} events, tables {'equal' if pe['same_tables'] else 'DIFFER'})")
     if "full" in r:
         f = r["full"]
         click.echo(f"  {f['customers']:,} customers x {f['months']} months to Delta: {f['seconds']:.1f} s, "

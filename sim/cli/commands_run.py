@@ -75,8 +75,9 @@ def _drive(ctx, as_json: bool, workers: int | None, engine: str, call, *, headin
 def _engine_options(fn):
     fn = click.option("--workers", type=click.IntRange(min=1), default=None,
                       help="Worker processes for shards (default: all cores but one, which commits to Delta).")(fn)
-    fn = click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
-                      help="Where shards run: local processes, or Spark tasks.")(fn)
+    fn = click.option("--engine", type=click.Choice(["local", "spark", "process"]), default="local", show_default=True,
+                      help="Where shards run: local processes, Spark tasks, or `process`: every customer "
+                           "one SimPy process, in this process (slow; the same tables).")(fn)
     return fn
 
 

@@ -120,6 +120,18 @@ class _Month:
         else:
             ag.flags[hit] |= np.uint64(1) << np.uint64(eff.bit)
 
+    def live(self, newcomers: Agents, changes: dict[float, list[tuple[str, object]]]) -> None:
+        """Start the month's processes: acquisition, one per change (with what changes), the checkpoint."""
+        env, t1 = self.env, self.period.t1
+        env.process(_acquisition(env, self, newcomers))
+        times = sorted(changes)
+        for t, until in zip(times, [*times[1:], t1], strict=True):
+            env.process(_change(env, self, t, changes[t], until))
+        env.process(_month_end(env, self))
+
+    def purchases(self) -> Purchases:
+        return _concat_purchases(self.bought)
+
 
 def _acquisition(env: simpy.Environment, world: _Month, newcomers: Agents) -> Iterator[simpy.Event]:
     """New customers join the shard; each starts buying at its own signup time."""
@@ -146,10 +158,13 @@ def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
 
 
 def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, period: Period,
-                   arrival_ids: np.ndarray, arrival_t: np.ndarray, *, outputs: bool = True) -> tuple[Agents, ShardMonth]:
+                   arrival_ids: np.ndarray, arrival_t: np.ndarray, *, outputs: bool = True,
+                   engine: type[_Month] = _Month) -> tuple[Agents, ShardMonth]:
     """Simulate one shard for one month; returns its new state and the month's arrays.
 
     With ``outputs=False`` (the targets' pilots) labels and daily metrics are not computed.
+    ``engine`` is how the month is lived: batched (this module), or one process per customer
+    (:class:`sim.engine.process.ProcessMonth`); the arrays do not depend on it.
     """
     start = float(epoch_day(s.calendar.start_date))
     new_cols: dict[str, np.ndarray] = {}
@@ -176,18 +191,14 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
     prev_segment = agents.segment.copy()
 
     env = simpy.Environment(initial_time=period.t0)
-    world = _Month(env, s, c, shard, agents, period)
-    env.process(_acquisition(env, world, newcomers))
+    world = engine(env, s, c, shard, agents, period)
     changes: dict[float, list[tuple[str, object]]] = {period.t0: []}
     for t, kind, obj in breakpoints(s, period):
         changes.setdefault(t, []).append((kind, obj))
-    times = sorted(changes)
-    for t, until in zip(times, [*times[1:], period.t1], strict=True):
-        env.process(_change(env, world, t, changes[t], until))
-    env.process(_month_end(env, world))
+    world.live(newcomers, changes)
     env.run()
 
-    purchases = _concat_purchases(world.bought)
+    purchases = world.purchases()
     if not outputs:
         return world.agents, ShardMonth(shard, new_cols, purchases, {}, None)  # type: ignore[arg-type]
     n_old = len(prev_last)

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from sim.engine.month import simulate_shard
+from sim.engine.process import process_runner
 from sim.engine.state import RunState, ShardMonth
 from sim.engine.step import ShardRunner, local_runner, shards_for
 from sim.model.agents import Agents
@@ -233,14 +234,16 @@ def close_runner(runner: ShardRunner) -> None:
         close()
 
 
-def make_runner(*, workers: int | None = None, engine: Literal["local", "spark"] = "local") -> ShardRunner:
+def make_runner(*, workers: int | None = None, engine: Literal["local", "spark", "process"] = "local") -> ShardRunner:
     """A shard runner for ``engine``.
 
     Args:
         workers: processes (``local``) or Spark local cores (``spark``); default: all cores but
             one (the coordinator's Delta writer uses it).
             With ``engine='local'`` and one worker, shards run in this process (``local_runner``).
-        engine: ``local`` (worker processes) or ``spark`` (Spark tasks, see :mod:`sim.execute.spark`).
+        engine: ``local`` (worker processes), ``spark`` (Spark tasks, see :mod:`sim.execute.spark`), or
+            ``process``: every customer one SimPy process (:mod:`sim.engine.process`), in this process
+            (``workers`` does not apply): the readable engine, slower, the same tables.
     """
     # Default: one core is left to the coordinator, which commits month k while month k+1 runs.
     n = workers or max((os.cpu_count() or 1) - 1, 1)
@@ -248,6 +251,8 @@ def make_runner(*, workers: int | None = None, engine: Literal["local", "spark"]
         from sim.execute.spark import SparkRunner
 
         return SparkRunner(cores=n)
+    if engine == "process":
+        return process_runner
     if engine != "local":
-        raise ValueError(f"engine: expected 'local' or 'spark' (got {engine!r})")
+        raise ValueError(f"engine: expected 'local', 'spark' or 'process' (got {engine!r})")
     return local_runner if n == 1 else ProcessRunner(n)

@@ -20,7 +20,7 @@ from sim.model.calendar import seasonal_bound, seasonal_factor
 from sim.model.rates import Rates
 from sim.scenario import Seasonality
 
-__all__ = ["advance", "graduating", "purchases_at", "unit_gaps"]
+__all__ = ["advance", "graduating", "hazard_inverse", "purchases_at", "unit_gaps"]
 
 
 def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarray:
@@ -31,7 +31,7 @@ def unit_gaps(seed: int, shape: np.ndarray, *key: np.ndarray | int) -> np.ndarra
     return np.where(shape == 1.0, -np.log(u), wh)
 
 
-def _hazard_inverse(y: np.ndarray, hz: np.ndarray, tau: float) -> np.ndarray:
+def hazard_inverse(y: np.ndarray, hz: np.ndarray, tau: float) -> np.ndarray:
     """Recency r with H(r) = y, where H(r) = hz * (r + r^2 / (2 tau))."""
     return tau * (np.sqrt(1.0 + 2.0 * y / (hz * tau)) - 1.0)
 
@@ -128,7 +128,7 @@ def advance(
     if hit.any():
         hs = np.flatnonzero(hit)
         firsts = hs[np.r_[True, s_cust[hs][1:] != s_cust[hs][:-1]]]
-        drop_t[s_cust[firsts]] = s_anchor[firsts] + _hazard_inverse(h0[firsts] + e[firsts], hz[firsts], tau)
+        drop_t[s_cust[firsts]] = s_anchor[firsts] + hazard_inverse(h0[firsts] + e[firsts], hz[firsts], tau)
     leave_t = _leave_after_purchase(agents, idx, pi, pt, pk, seg, rates, m_haz, cid, seed=seed, period=period,
                                     block=block)
     if hit.any() or leave_t is not None:
