@@ -3,7 +3,7 @@
 Jobs (each returns plain numbers, the CLI prints them):
 
 * ``in_memory``: a preset end to end with :func:`sim.execute.memory.simulate` (solving the targets included).
-* ``to_delta``: the same preset with :func:`sim.lake.store.run` into a temporary lake (with the
+* ``to_delta``: the same preset with :func:`sim.execute.runs.run` into a temporary lake (with the
   largest worker process's peak RSS).
 * ``speedup``: ``to_delta`` with one worker and with two.
 * ``floor``: a whole-array numpy generator of the same volume (same customers, the same row
@@ -144,9 +144,9 @@ class _TimedRunner:
 
 
 def to_delta_job(s: Scenario, *, workers: int | None = None, lake: Path | None = None) -> dict[str, Any]:
-    """``sim.lake.store.run`` into a (temporary) lake: seconds, rows per table per month, shard time."""
+    """``sim.execute.runs.run`` into a (temporary) lake: seconds, rows per table per month, shard time."""
+    from sim.execute import runs
     from sim.execute.parallel import close_runner, make_runner
-    from sim.lake import store
 
     monthly: list[dict[str, int]] = []
     runner = make_runner(workers=workers)
@@ -155,7 +155,7 @@ def to_delta_job(s: Scenario, *, workers: int | None = None, lake: Path | None =
     with tempfile.TemporaryDirectory(prefix="churnsim-bench-") as tmp:
         t0 = time.perf_counter()
         try:
-            store.run(s, lake or Path(tmp) / "lake", runner=timed, progress=lambda w: monthly.append(dict(w.rows)))
+            runs.run(s, lake or Path(tmp) / "lake", runner=timed, progress=lambda w: monthly.append(dict(w.rows)))
             worker_rss = getattr(runner, "worker_peak_rss_mb", list)()
         finally:
             close_runner(runner)

@@ -33,7 +33,7 @@ ANALYSIS_EXPERIMENT: dict = {
 
 def build_analysis_lake(data: dict, lake):
     """Run a scenario into ``lake`` month by month (tables plus ``_churnsim/scenario.json``)."""
-    from sim.lake.store import run
+    from sim.execute.runs import run
     from sim.scenario import scenario_from_dict
 
     run(scenario_from_dict(data), lake)

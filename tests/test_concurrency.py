@@ -21,7 +21,8 @@ from deltalake import DeltaTable
 
 from analysis.lake import read_table
 from sim.batch.tables import TABLES
-from sim.lake import store
+from sim.execute import runs
+from sim.lake.status import lake_status
 from sim.scenario import load_scenario
 from sim.scenario.shipped import shipped_path
 
@@ -42,8 +43,8 @@ def _scenario(args: list[str]):
 def refs(tmp_path_factory) -> dict[str, Path]:
     """Reference lakes made in one go: staging for 2 months, dev for 4 (version k-1 = its first k months)."""
     root = tmp_path_factory.mktemp("refs")
-    store.run(_scenario(STAGING), root / "staging", months=2)
-    store.run(_scenario(DEV), root / "dev", months=4)
+    runs.run(_scenario(STAGING), root / "staging", months=2)
+    runs.run(_scenario(DEV), root / "dev", months=4)
     return {"staging": root / "staging", "dev": root / "dev"}
 
 
@@ -78,7 +79,7 @@ def _assert_holds(lake: Path, ref: Path, months: int) -> None:
     else:  # no customer's transactions without the customer (what a mixed lake shows)
         tx, customers = got["raw_transactions"], got["raw_customers"]
         assert set(tx.column("customer_id").to_pylist()) <= set(customers.column("customer_id").to_pylist())
-    assert store.lake_status(lake).state.period.index == months - 1
+    assert lake_status(lake).state.period.index == months - 1
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -144,7 +145,7 @@ def test_run_append_the_append_continues_a_whole_run_or_writes_nothing(tmp_path,
 @pytest.mark.parametrize("delay", DELAYS)
 def test_append_append_each_month_once(tmp_path, refs, delay):
     lake = tmp_path / "lake"
-    store.run(_scenario(DEV), lake, months=1)
+    runs.run(_scenario(DEV), lake, months=1)
     results = _pair(["append", "--lake", str(lake), "--until", "2024-03"],
                     ["append", "--lake", str(lake), "--months", "1"], delay)
     _assert_loser(lake, results)
@@ -160,7 +161,7 @@ def test_append_append_each_month_once(tmp_path, refs, delay):
 @pytest.mark.parametrize("delay", DELAYS)
 def test_optimize_append_keeps_every_month_once(tmp_path, refs, delay):
     lake = tmp_path / "lake"
-    store.run(_scenario(DEV), lake, months=2)
+    runs.run(_scenario(DEV), lake, months=2)
     results = _pair(["append", "--lake", str(lake), "--until", "2024-03"],
                     ["optimize", "--lake", str(lake)], delay)
     _assert_loser(lake, results)

@@ -54,10 +54,10 @@ def test_retried_month_ships_state_again(scenario: Scenario) -> None:
 
 def test_store_run_through_workers(assert_same_tables, tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
     from analysis.lake import read_table
-    from sim.lake import store
+    from sim.execute import runs
 
     with make_runner(workers=2) as runner:
-        store.run(scenario, tmp_path / "lake", runner=runner)
+        runs.run(scenario, tmp_path / "lake", runner=runner)
     assert_same_tables({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
 
 

@@ -21,10 +21,10 @@ from sim.cli import main
 from sim.engine import process
 from sim.engine.process import process_runner
 from sim.errors import InfeasibleTargetError
+from sim.execute import runs
 from sim.execute.memory import simulate
 from sim.execute.parallel import make_runner
 from sim.execute.targets import solve_targets
-from sim.lake import store
 from sim.scenario import load_scenario
 from sim.scenario.shipped import shipped, shipped_path
 
@@ -75,9 +75,9 @@ def test_process_engine_writes_the_same_lake(tmp_path, name):
     lakes = {}
     for engine, runner in (("batched", None), ("process", process_runner)):
         kw = {} if runner is None else {"runner": runner}
-        store.run(s, tmp_path / engine, months=MONTHS, **kw)
-        store.run(s, tmp_path / f"{engine}-split", months=MONTHS // 2, **kw)
-        store.append(tmp_path / f"{engine}-split", months=MONTHS - MONTHS // 2, **kw)
+        runs.run(s, tmp_path / engine, months=MONTHS, **kw)
+        runs.run(s, tmp_path / f"{engine}-split", months=MONTHS // 2, **kw)
+        runs.append(tmp_path / f"{engine}-split", months=MONTHS - MONTHS // 2, **kw)
         lakes[engine] = _lake(tmp_path / engine)
         lakes[f"{engine}-split"] = _lake(tmp_path / f"{engine}-split")
     _assert_same(lakes["batched"], lakes["process"])

@@ -14,10 +14,15 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+import sim.lake.status as lake_status_module
 from analysis.lake import read_table
 from sim import InfeasibleTargetError, StorageError, scenario_from_dict
 from sim.batch.tables import TABLES
-from sim.lake import store
+from sim.execute import runs
+from sim.lake.maintenance import optimize
+from sim.lake.sink import MANIFEST_TABLE
+from sim.lake.state import STATE_FORMAT
+from sim.lake.status import lake_status
 
 SCEN = {"name": "t", "seed": 11, "calendar": {"start_date": "2024-01-01", "months": 6},
         "population": {"size": 1500, "shard_size": 500}}
@@ -40,7 +45,7 @@ def _write_scenario(tmp_path: Path, extra: dict | None = None) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, pa.Table]:
     lake = tmp_path_factory.mktemp("ref") / "lake"
-    store.run(scenario_from_dict(SCEN), lake)
+    runs.run(scenario_from_dict(SCEN), lake)
     return _tables(lake)
 
 
@@ -55,14 +60,14 @@ def _assert_exactly(reference: dict[str, pa.Table], lake: Path) -> None:
 
 def test_run_then_append_equals_one_run(tmp_path, reference):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=3)
-    store.append(lake, months=3)
+    runs.run(scenario_from_dict(SCEN), lake, months=3)
+    runs.append(lake, months=3)
     _assert_exactly(reference, lake)
 
 
 def test_one_delta_version_per_month_and_time_travel(tmp_path, reference):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=3)
+    runs.run(scenario_from_dict(SCEN), lake, months=3)
     for t in TABLES:
         assert DeltaTable(str(lake / t)).version() == 2
     for k in range(3):
@@ -119,7 +124,7 @@ def _tree(lake: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("die_at", [1, 5, 9, 10, 18, 23, 27, 28])
 def test_a_killed_append_until_retried_as_is_ends_exactly_at_its_month(tmp_path, reference, die_at):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=3)
+    runs.run(scenario_from_dict(SCEN), lake, months=3)
     crashed = _cli("append", "--lake", str(lake), "--until", "2024-06", env={"CHURNSIM_DIE_AT": str(die_at)})
     assert crashed.returncode == 137, crashed.stderr
     retry = _cli("append", "--lake", str(lake), "--until", "2024-06")
@@ -135,7 +140,7 @@ def test_a_killed_append_until_retried_as_is_ends_exactly_at_its_month(tmp_path,
 
 def test_append_months_prints_its_until_and_that_until_retries_safely(tmp_path, reference):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=3)
+    runs.run(scenario_from_dict(SCEN), lake, months=3)
     # Killed after its last commit, before it reports: the work is done, no success was printed.
     crashed = subprocess.run([sys.executable, "-m", "sim", "append", "--lake", str(lake), "--months", "3"],
                              capture_output=True, text=True, env={**os.environ, "CHURNSIM_DIE_AT": "28"})
@@ -150,7 +155,7 @@ def test_append_months_prints_its_until_and_that_until_retries_safely(tmp_path, 
 
 def test_until_before_the_last_month_is_refused_naming_both_and_bad_forms_exit_2(tmp_path):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=2)
+    runs.run(scenario_from_dict(SCEN), lake, months=2)
     before = _tree(lake)
     early = _cli("append", "--lake", str(lake), "--until", "2024-01")
     assert early.returncode == 1
@@ -212,7 +217,7 @@ def _damage_state(lake: Path) -> Path:
 def test_a_damaged_intent_or_state_is_one_line_exit_1_and_nothing_written(tmp_path, damage):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=2)
+    runs.run(scenario_from_dict(SCEN), lake, months=2)
     path = damage(lake)
     before = _tree(lake)
     for args in (("append", "--lake", str(lake)), ("append", "--lake", str(lake), "--until", "2024-04"),
@@ -225,26 +230,26 @@ def test_a_damaged_intent_or_state_is_one_line_exit_1_and_nothing_written(tmp_pa
         assert _tree(lake) == before
     # What the line says to do works: --overwrite makes the lake again.
     assert _cli("run", str(scenario), "--lake", str(lake), "--months", "2", "--overwrite").returncode == 0
-    assert store.lake_status(lake).damaged is None
+    assert lake_status(lake).damaged is None
 
 
 def test_an_intent_of_another_shape_is_reported_as_damaged_not_raised(tmp_path):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=1)
+    runs.run(scenario_from_dict(SCEN), lake, months=1)
     path = lake / "_churnsim" / "intent.json"
     for text in ("[]", '{"command": "append", "target_period": 3}', '{"command": "run"}'):
         path.write_text(text)
-        damaged = store.lake_status(lake).damaged
+        damaged = lake_status(lake).damaged
         assert damaged.startswith(f"{path}: unreadable (ValueError: not a churnsim intent"), damaged
         with pytest.raises(StorageError, match="not a churnsim intent"):
-            store.append(lake, until="2024-03")
+            runs.append(lake, until="2024-03")
 
 
 def test_a_deleted_intent_is_continued_by_append_until(tmp_path, reference):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=3)
+    runs.run(scenario_from_dict(SCEN), lake, months=3)
     (lake / "_churnsim" / "intent.json").unlink()
-    store.append(lake, until="2024-06")
+    runs.append(lake, until="2024-06")
     _assert_exactly(reference, lake)
 
 
@@ -252,7 +257,7 @@ def test_a_deleted_intent_is_continued_by_append_until(tmp_path, reference):
 def test_a_lake_path_in_a_delta_table_is_refused_with_exit_2_before_anything_is_written(tmp_path, inside):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=1)
+    runs.run(scenario_from_dict(SCEN), lake, months=1)
     before = _tree(lake)
     table = lake / inside.removesuffix("/sub")
     for args in (("run", str(scenario)), ("append",), ("optimize",)):
@@ -270,7 +275,7 @@ def test_a_refused_target_leaves_no_trace_of_the_lock(tmp_path):
     infeasible = scenario_from_dict({"calendar": {"days": 365}, "population": {"size": 1500},
                                      "targets": {"avg_transactions_per_customer": 3, "churn_rate": 0.05}})
     with pytest.raises(InfeasibleTargetError):
-        store.run(infeasible, lake, months=1)
+        runs.run(infeasible, lake, months=1)
     assert not (tmp_path / "new").exists()
 
 
@@ -301,13 +306,13 @@ with lake_lock(Path(sys.argv[1]), command="optimize"):
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lake(tmp_path):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=2)
+    runs.run(scenario_from_dict(SCEN), lake, months=2)
     before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(lake)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(StorageError) as refused:
-            store.append(lake, months=1)
+            runs.append(lake, months=1)
         assert str(refused.value) == (
             f"{lake}: churnsim optimize (pid {holder.pid} on {os.uname().nodename}, since "
             f"{json.loads((lake / '_churnsim' / 'lock').read_text())['since']}) is writing this lake; "
@@ -316,7 +321,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lake(tmp_path):
         holder.kill()
         holder.wait()
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == before
-    store.append(lake, months=1)  # the kernel let go of the killed holder's lock
+    runs.append(lake, months=1)  # the kernel let go of the killed holder's lock
     assert DeltaTable(str(lake / "raw_transactions")).version() == 2
     assert not (lake / "_churnsim" / "lock").exists()
 
@@ -324,11 +329,11 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lake(tmp_path):
 def test_a_lock_file_naming_a_live_process_does_not_hold_the_lake(tmp_path):
     """A file left by a killed writer whose pid now belongs to another program (pid reuse)."""
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=1)
+    runs.run(scenario_from_dict(SCEN), lake, months=1)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (lake / "_churnsim" / "lock").write_text(f"{os.uname().nodename}:{other.pid}")
-        store.append(lake, months=1)
+        runs.append(lake, months=1)
     finally:
         other.kill()
         other.wait()
@@ -337,7 +342,7 @@ def test_a_lock_file_naming_a_live_process_does_not_hold_the_lake(tmp_path):
 
 def test_concurrent_appends_never_duplicate(tmp_path):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=2)
+    runs.run(scenario_from_dict(SCEN), lake, months=2)
     procs = [subprocess.Popen([sys.executable, "-m", "sim", "-q", "append", "--lake", str(lake), "--months", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(), p.stderr.read()) for p in procs]
@@ -358,36 +363,37 @@ def test_concurrent_appends_never_duplicate(tmp_path):
 def test_refusals_write_nothing(tmp_path, monkeypatch):
     lake = tmp_path / "lake"
     with pytest.raises(StorageError, match="no churnsim state to append to"):
-        store.append(lake, months=1)
+        runs.append(lake, months=1)
     assert not (lake / "raw_transactions").exists()
-    store.run(scenario_from_dict(SCEN), lake, months=6)
+    runs.run(scenario_from_dict(SCEN), lake, months=6)
     before = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
     with pytest.raises(StorageError, match="holds a finished run of this scenario"):
-        store.run(scenario_from_dict(SCEN), lake, months=5)
+        runs.run(scenario_from_dict(SCEN), lake, months=5)
     with pytest.raises(StorageError, match="holds a finished run of this scenario"):
-        store.run(scenario_from_dict(SCEN), lake, months=7)
+        runs.run(scenario_from_dict(SCEN), lake, months=7)
     with pytest.raises(StorageError, match="holds a run of another scenario"):
-        store.run(scenario_from_dict({**SCEN, "seed": 12}), lake)
-    monkeypatch.setattr(store, "_package_version", lambda: "9.9.0")
+        runs.run(scenario_from_dict({**SCEN, "seed": 12}), lake)
+    for where in ("sim.lake.state.package_version", "sim.lake.status.package_version"):
+        monkeypatch.setattr(where, lambda: "9.9.0")
     with pytest.raises(StorageError, match=r"made by churnsim 0\.1\.0 .* this is 9\.9\.0, which cannot continue it"):
-        store.append(lake, months=1)
+        runs.append(lake, months=1)
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == before
 
 
 def test_overwrite_replaces_a_finished_run(tmp_path):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=2)
-    store.run(scenario_from_dict({**SCEN, "seed": 12}), lake, months=1, overwrite=True)
+    runs.run(scenario_from_dict(SCEN), lake, months=2)
+    runs.run(scenario_from_dict({**SCEN, "seed": 12}), lake, months=1, overwrite=True)
     assert DeltaTable(str(lake / "raw_transactions")).version() == 0
 
 
 def test_append_with_a_drifted_scenario_changes_behaviour_from_the_next_month(tmp_path):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict({**SCEN, "population": {"size": 3000, "shard_size": 1000}}), lake, months=3)
+    runs.run(scenario_from_dict({**SCEN, "population": {"size": 3000, "shard_size": 1000}}), lake, months=3)
     drifted = scenario_from_dict({**SCEN, "population": {"size": 3000, "shard_size": 1000},
                                   "drifts": [{"name": "inflation", "parameter": "spend_median",
                                               "start": "2024-04-01", "multiplier": 1.5}]})
-    store.append(lake, months=3, scenario=drifted)
+    runs.append(lake, months=3, scenario=drifted)
     tx = read_table(lake, "raw_transactions").to_pandas()
     month = tx["transaction_date"].astype(str).str[:7]
     mean = tx.groupby(month)["amount"].mean()
@@ -398,12 +404,12 @@ def test_append_with_a_drifted_scenario_changes_behaviour_from_the_next_month(tm
 
 def test_optimize_compacts_and_keeps_the_data(tmp_path, reference):
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake)
-    result = store.optimize(lake)
+    runs.run(scenario_from_dict(SCEN), lake)
+    result = optimize(lake)
     assert result["raw_transactions"]["files_before"] == 6
     assert result["raw_transactions"]["files_after"] == 1
     _assert_exactly(reference, lake)
-    store.append(lake, months=1)  # exactly-once bookkeeping survives maintenance
+    runs.append(lake, months=1)  # exactly-once bookkeeping survives maintenance
     assert DeltaTable(str(lake / "raw_transactions")).transaction_version("churnsim") == 7
 
 
@@ -414,7 +420,7 @@ def test_a_corrupted_run_writes_a_manifest_that_validation_finds_exactly(tmp_pat
     from sim.quality import validate_lake
 
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(CORRUPT), lake)
+    runs.run(scenario_from_dict(CORRUPT), lake)
     manifest = read_table(lake, "quality_manifest").to_pandas()
     report = validate_lake(lake)
     assert not report.ok
@@ -428,7 +434,7 @@ def test_a_corrupted_run_writes_a_manifest_that_validation_finds_exactly(tmp_pat
 @pytest.mark.parametrize("die_at", [6, 14, 25])
 def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, die_at):
     ref = tmp_path / "ref"
-    store.run(scenario_from_dict(CORRUPT), ref)
+    runs.run(scenario_from_dict(CORRUPT), ref)
     scenario = _write_scenario(tmp_path, {"corruption": CORRUPT["corruption"]})
     lake = tmp_path / "lake"
     crashed = _cli("run", str(scenario), "--lake", str(lake), env={"CHURNSIM_DIE_AT": str(die_at)})
@@ -457,7 +463,7 @@ def test_tables_are_plain_delta_any_reader_can_open(tmp_path):
     from deltalake import QueryBuilder
 
     lake = tmp_path / "lake"
-    store.run(scenario_from_dict(SCEN), lake, months=2)
+    runs.run(scenario_from_dict(SCEN), lake, months=2)
     for t in TABLES:
         dt_ = DeltaTable(str(lake / t))
         proto = dt_.protocol()
@@ -479,13 +485,13 @@ def test_a_lake_of_another_state_format_is_refused_before_a_month_is_written(tmp
     raw_customers and raw_transactions, then failed on the labels' schema; run resumed it blindly."""
     lake = tmp_path / "lake"
     s = scenario_from_dict(SCEN)
-    store.run(s, lake, months=2)
+    runs.run(s, lake, months=2)
     versions = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
-    monkeypatch.setattr(store, "STATE_FORMAT", store.STATE_FORMAT + 1)  # this build reads the lake as older
+    monkeypatch.setattr(lake_status_module, "STATE_FORMAT", STATE_FORMAT + 1)  # this build reads the lake as older
     with pytest.raises(StorageError, match=r"state format 2\); this is .*, which cannot continue it"):
-        store.append(lake, months=1)
+        runs.append(lake, months=1)
     with pytest.raises(StorageError, match=r"state format 2\); this is .*, which cannot continue it; pass --overwrite"):
-        store.run(s, lake, months=3)
+        runs.run(s, lake, months=3)
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == versions
 
 
@@ -495,7 +501,7 @@ CORRUPT_YEAR = {**SCEN, "calendar": {"start_date": "2024-01-01", "months": 12}, 
 
 def _all_tables(lake: Path) -> dict[str, pa.Table]:
     out = {}
-    for name in (*TABLES, store.MANIFEST_TABLE):
+    for name in (*TABLES, MANIFEST_TABLE):
         t = read_table(lake, name)
         out[name] = t.sort_by([(c, "ascending") for c in t.column_names if c not in ("transaction_ts", "experiment_arms")])
     return out
@@ -509,11 +515,11 @@ def test_corruption_is_the_same_whatever_the_commands(tmp_path):
     s = scenario_from_dict(CORRUPT_YEAR)
     lakes = {k: tmp_path / f"lake{k}" for k in (12, 6, 3)}
     for k, lake in lakes.items():
-        store.run(s, lake, months=k)
-        while store.lake_status(lake).state.period.index < 11:
-            store.append(lake, months=k)
+        runs.run(s, lake, months=k)
+        while lake_status(lake).state.period.index < 11:
+            runs.append(lake, months=k)
     ref = _all_tables(lakes[12])
-    manifest = ref[store.MANIFEST_TABLE].to_pandas()
+    manifest = ref[MANIFEST_TABLE].to_pandas()
     assert {"after_end", "late_arrival", "before_signup"} <= set(manifest["rule"])
     for k in (6, 3):
         got = _all_tables(lakes[k])

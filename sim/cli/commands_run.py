@@ -104,13 +104,13 @@ def run(ctx, scenario, lake, months, overwrite, corrupt, as_json, overrides, env
     Example:
       churnsim run baseline --lake ./lake --months 12 -s population.size=5000
     """
-    from sim.lake import store
+    from sim.execute import runs
 
     if corrupt is not None:
         overrides = (*overrides, f"corruption.rate={corrupt}")
     s = load(scenario, overrides, env)
     summary, plan = _drive(ctx, as_json, workers, engine,
-                           lambda runner, bar, on_plan: store.run(s, lake, months=months, overwrite=overwrite,
+                           lambda runner, bar, on_plan: runs.run(s, lake, months=months, overwrite=overwrite,
                                                                   runner=runner, progress=bar, on_plan=on_plan))
     if summary and not as_json:
         if plan.action == "complete":
@@ -148,12 +148,12 @@ def append(ctx, lake, months, until, scenario, as_json, overrides, env, workers,
       churnsim append --lake ./lake --months 1 --scenario scenarios/drift_spend_inflation.yaml
       churnsim append --lake ./lake --until 2025-03
     """
-    from sim.lake import store
+    from sim.execute import runs
 
     s = load(scenario, overrides, env) if scenario else None
     heading = None if until else f"{lake}: appending through {{plan.until}} (to retry: --until {{plan.until}})"
     summary, plan = _drive(ctx, as_json, workers, engine,
-                           lambda runner, bar, on_plan: store.append(lake, months=months, until=until, scenario=s,
+                           lambda runner, bar, on_plan: runs.append(lake, months=months, until=until, scenario=s,
                                                                      runner=runner, progress=bar, on_plan=on_plan),
                            heading=heading)
     if summary and not as_json:
@@ -177,9 +177,9 @@ def optimize(lake, retention_hours, as_json):
     Example:
       churnsim optimize --lake ./lake
     """
-    from sim.lake import store
+    from sim.lake.maintenance import optimize
 
-    result = store.optimize(lake, retention_hours=retention_hours)
+    result = optimize(lake, retention_hours=retention_hours)
     if as_json:
         echo_json(result)
         return

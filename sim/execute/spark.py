@@ -6,7 +6,7 @@ on each row in a Python worker and returns the new state and the month's arrays,
 bytes; the driver collects them (in shard order) and the ordinary store commits the month.
 
 Why the driver commits: Spark here has no Delta jars, and the store's exactly-once protocol
-(application transactions per table, state committed last) lives in :mod:`sim.lake.store`. Collecting
+(application transactions per table, state committed last) lives in :mod:`sim.lake.sink`. Collecting
 one month of arrays is bounded by the month's size, not the run's, and the tables are
 byte-identical to the local engine's because the same code builds them from the same arrays.
 On Databricks, :func:`month_dataframes` turns a month's Arrow tables into Spark DataFrames for
@@ -36,7 +36,7 @@ from sim.scenario import Scenario, scenario_from_dict
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from sim.lake.store import MonthWritten
+    from sim.lake.sink import MonthWritten
 
 __all__ = ["SparkRunner", "local_session", "month_dataframes", "run_spark"]
 
@@ -200,15 +200,15 @@ def run_spark(
     overwrite: bool = False,
     progress: Callable[[MonthWritten], None] | None = None,
 ) -> RunState:
-    """:func:`sim.lake.store.run` with the shards of every month run as tasks of ``spark``.
+    """:func:`sim.execute.runs.run` with the shards of every month run as tasks of ``spark``.
 
     The driver commits each month with deltalake (exactly once, resumable), so no Delta jars
     are needed; the lake is identical to a local run's.
     """
-    from sim.lake import store
+    from sim.execute import runs
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return store.run(scenario, lake, months=months, overwrite=overwrite, runner=SparkRunner(spark),
+    return runs.run(scenario, lake, months=months, overwrite=overwrite, runner=SparkRunner(spark),
                      progress=progress)
 
 

@@ -2,7 +2,7 @@
 
 :func:`decide` is one pure function of what the lake holds (a :class:`LakeStatus`, read under the
 lake's lock) and what the command asks for (a :class:`Request`). It reads and writes nothing, so
-the writer (:mod:`sim.lake.store`) calls it with the lock held and every branch is testable without a
+the writer (:mod:`sim.execute.runs`) calls it with the lock held and every branch is testable without a
 lake. Targets are absolute (the last month the lake must hold), so a command retried after it
 finished finds nothing to do.
 """

@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--months", type=int, default=4)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    from sim.lake import store
+    from sim.execute import runs
     from sim.scenario import load_scenario
     from sim.scenario.shipped import shipped, shipped_path
 
@@ -55,9 +55,9 @@ def main() -> int:
         s = load_scenario(shipped_path(name), overrides=[f"population.size={args.size}"])
         with tempfile.TemporaryDirectory() as tmp:
             straight, split = Path(tmp, "run"), Path(tmp, "split")
-            store.run(s, straight, months=args.months)
-            store.run(s, split, months=args.months // 2)
-            store.append(split, months=args.months - args.months // 2)
+            runs.run(s, straight, months=args.months)
+            runs.run(s, split, months=args.months // 2)
+            runs.append(split, months=args.months - args.months // 2)
             for mode, lake in (("run", straight), ("run+append", split)):
                 for table, digest in lake_digests(lake).items():
                     out[f"{name} {mode} {table}"] = digest

@@ -1,0 +1,97 @@
+"""The engine state checkpointed with every month: a Delta table of per-customer arrays plus metadata."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sim.engine.state import RunState
+from sim.model.agents import Agents
+from sim.model.calendar import Period
+from sim.model.rates import TargetScales
+from sim.scenario import scenario_from_dict
+
+APP_ID = "churnsim"  # the Delta application transaction of every monthly commit
+META_KEY = "churnsim"  # the commit metadata key of churnsim's own metadata
+# A lake of another format is refused before a month is written. 2: customer_labels carries
+# experiment_arms (a map), not experiment_arm; a month of the new schema cannot join a format-1 table.
+STATE_FORMAT = 2
+
+
+def internal_dir(lake: Path) -> Path:
+    """The lake's own files: state, scenario, intent, lock."""
+    return lake / "_churnsim"
+
+
+def package_version() -> str:
+    from sim import __version__
+
+    return __version__
+
+
+def compatible(version: str) -> bool:
+    return version.split(".")[:2] == package_version().split(".")[:2]
+
+
+def state_table(state: RunState) -> pa.Table:
+    parts = []
+    for shard, agents in sorted(state.shards.items()):
+        cols = agents.columns()
+        cols["flags"] = cols["flags"].view(np.int64)  # Delta has no unsigned integers
+        t = pa.table({"shard": np.full(len(agents), shard, np.int32), **cols})
+        parts.append(t)
+    return pa.concat_tables(parts) if parts else pa.table({"shard": pa.array([], pa.int32())})
+
+
+def state_meta(state: RunState) -> dict[str, Any]:
+    p = state.period
+    return {
+        "state_format": STATE_FORMAT,
+        "package_version": package_version(),
+        "scenario": state.scenario.to_dict(),
+        "scenario_digest": state.scenario.digest(),
+        "seed": state.scenario.seed,
+        "calibration": asdict(state.scales),
+        "initial_size": state.initial_size,
+        "next_customer_id": state.next_customer_id,
+        "next_transaction_id": state.next_transaction_id,
+        "period": None if p is None else {"index": p.index, "start": p.start.isoformat(), "end": p.end.isoformat()},
+        "shards": sorted(state.shards),
+    }
+
+
+def state_from(table: pa.Table, meta: dict[str, Any]) -> RunState:
+    scenario = scenario_from_dict(meta["scenario"], source="lake state")
+    shards: dict[int, Agents] = {k: Agents.empty() for k in meta["shards"]}
+    if table.num_rows:
+        shard_col = table.column("shard").to_numpy()
+        cols = {name: table.column(name).to_numpy() for name in table.column_names if name != "shard"}
+        cols["flags"] = cols["flags"].astype(np.int64).view(np.uint64)
+        order = np.argsort(shard_col, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard_col[order])) + 1
+        for chunk in np.split(order, bounds):
+            shards[int(shard_col[chunk[0]])] = Agents.from_columns({k: v[chunk] for k, v in cols.items()})
+    p = meta["period"]
+    period = None if p is None else Period(p["index"], dt.date.fromisoformat(p["start"]), dt.date.fromisoformat(p["end"]))
+    return RunState(scenario=scenario, scales=TargetScales(**meta["calibration"]),
+                    initial_size=meta["initial_size"], next_customer_id=meta["next_customer_id"],
+                    next_transaction_id=meta["next_transaction_id"], period=period, shards=shards)
+
+
+def to_ipc(table: pa.Table | None) -> str | None:
+    if table is None:
+        return None
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+
+
+def from_ipc(text: str | None) -> pa.Table | None:
+    return None if text is None else pa.ipc.open_stream(base64.b64decode(text)).read_all()
