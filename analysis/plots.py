@@ -37,6 +37,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.ab import arm_daily  # noqa: E402
+from sim.contracts import SEGMENTS
 
 __all__ = [
     "DPI",
@@ -58,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SEGMENT_ORDER = ("young_active", "mid_stable", "senior_declining", "new_customer")
+SEGMENT_ORDER = SEGMENTS  # the engine's segment codes' order
 
 
 EVENT_STYLE = {"intervention": ("tab:green", "--"), "drift": ("tab:red", ":"), "experiment": ("tab:purple", "-.")}
