@@ -41,6 +41,12 @@ def build_analysis_lake(data: dict, lake):
 
 
 @pytest.fixture(scope="session")
+def lake_builder():
+    """:func:`build_analysis_lake`, for test modules that build a lake of their own scenario."""
+    return build_analysis_lake
+
+
+@pytest.fixture(scope="session")
 def analysis_lake(tmp_path_factory):
     """A 3,000-customer, 12-month baseline lake (no drift, no experiment)."""
     return build_analysis_lake(ANALYSIS_SMALL, tmp_path_factory.mktemp("analysis_lake"))

@@ -44,10 +44,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 
 @pytest.fixture(scope="module")
-def report_lake(tmp_path_factory):
-    from tests.conftest import build_analysis_lake
-
-    return build_analysis_lake(REPORT_SCENARIO, tmp_path_factory.mktemp("report_lake"))
+def report_lake(tmp_path_factory, lake_builder):
+    return lake_builder(REPORT_SCENARIO, tmp_path_factory.mktemp("report_lake"))
 
 
 @pytest.fixture(scope="module")
