@@ -175,10 +175,11 @@ def test_an_infeasible_churn_target_is_refused_before_simulating():
 
 def test_a_pilot_too_small_to_settle_gives_its_closest_scales_not_a_refusal(caplog):
     """At 300 pilot customers one label moves the rate by 0.33 points, more than the tolerance:
-    Newton cannot settle, yet 0.15 is inside the measured range, so the closest iterate is used."""
+    Newton cannot settle (unless an iterate lands inside the tolerance by luck: seed 1 is measured
+    not to), yet 0.15 is inside the measured range, so the closest iterate is used."""
     from sim.execute.targets import solve_targets
 
-    s = scenario_from_dict({"calendar": {"months": 12}, "population": {"size": 10_000},
+    s = scenario_from_dict({"seed": 1, "calendar": {"months": 12}, "population": {"size": 10_000},
                             "targets": {"avg_transactions_per_customer": 15, "churn_rate": 0.15}})
     with caplog.at_level("WARNING", logger="sim.execute.targets"):
         c = solve_targets(s, pilot_size=300)
