@@ -33,9 +33,9 @@ from sim.model.purchases import HISTORY_COUNTER, Clocks, advance, graduating, pu
 from sim.model.rates import TargetScales, rates_at
 from sim.scenario import Scenario
 
-__all__ = ["simulate_shard"]
+__all__ = ["Month", "in_customer_order", "simulate_shard"]
 
-class _Month:
+class Month:
     """The world of one shard during one month, advanced by the SimPy processes."""
 
     def __init__(self, env: simpy.Environment, s: Scenario, c: TargetScales, shard: int, agents: Agents,
@@ -49,7 +49,7 @@ class _Month:
         self.effects = [e for e in effects_of(s) if e.t_start < period.t1 and e.t_end > period.t0]
         self.bought: list[Purchases] = []
 
-    def _multipliers(self, idx: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def multipliers(self, idx: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = [np.ones(len(idx)) for _ in range(3)]
         for eff in self.effects:
             if not eff.t_start <= self.clock < eff.t_end:
@@ -80,7 +80,7 @@ class _Month:
         b = np.full(len(idx), t)
         b[np.searchsorted(idx, grads)] = np.maximum(ag.graduate_at[grads], self.clock)
         kw = {"seed": self.s.seed, "period": self.period.index, "peak": self.peak}
-        bought, gone, when = advance(ag, clocks, idx, b, rates, self._multipliers(idx, ag.segment[idx]),
+        bought, gone, when = advance(ag, clocks, idx, b, rates, self.multipliers(idx, ag.segment[idx]),
                                      self.s.seasonality, start=self.clock, **kw)
         self.bought.append(bought)
         events: dict[int, list[tuple[float, str]]] = {}
@@ -89,7 +89,7 @@ class _Month:
             start = np.maximum(ag.graduate_at[alive], self.clock)
             nxt = ag.grad_to[alive]
             bought, gone2, when2 = advance(ag, clocks, alive, np.full(len(alive), t), rates,
-                                           self._multipliers(alive, nxt), self.s.seasonality, start=start,
+                                           self.multipliers(alive, nxt), self.s.seasonality, start=start,
                                            segment=nxt, **kw)
             self.bought.append(bought)
             for i, g in zip(alive.tolist(), start.tolist(), strict=True):
@@ -129,16 +129,16 @@ class _Month:
         env.process(_month_end(env, self))
 
     def purchases(self) -> Purchases:
-        return _in_customer_order(_concat_purchases(self.bought))
+        return in_customer_order(_concat_purchases(self.bought))
 
 
-def _acquisition(env: simpy.Environment, world: _Month, newcomers: Agents) -> Iterator[simpy.Event]:
+def _acquisition(env: simpy.Environment, world: Month, newcomers: Agents) -> Iterator[simpy.Event]:
     """New customers join the shard; each starts buying at its own signup time."""
     world.agents = world.agents.extend(newcomers)
     yield env.timeout(0)
 
 
-def _change(env: simpy.Environment, world: _Month, t: float, changes: list[tuple[str, object]],
+def _change(env: simpy.Environment, world: Month, t: float, changes: list[tuple[str, object]],
             until: float) -> Iterator[simpy.Event]:
     """At ``t`` the world changes (interventions, experiment assignment, drift steps); then every
     customer wakes once and lives on under the new rules until the next change."""
@@ -150,7 +150,7 @@ def _change(env: simpy.Environment, world: _Month, t: float, changes: list[tuple
     world.draw_until(until)
 
 
-def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
+def _month_end(env: simpy.Environment, world: Month) -> Iterator[simpy.Event]:
     """The checkpoint: every customer process has applied its events of the month by now."""
     yield env.timeout(world.period.t1 - env.now)
     world.clock = env.now
@@ -158,7 +158,7 @@ def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
 
 def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, period: Period,
                    arrival_ids: np.ndarray, arrival_t: np.ndarray, *, outputs: bool = True,
-                   engine: type[_Month] = _Month) -> tuple[Agents, ShardMonth]:
+                   engine: type[Month] = Month) -> tuple[Agents, ShardMonth]:
     """Simulate one shard for one month; returns its new state and the month's arrays.
 
     With ``outputs=False`` (the targets' pilots) labels and daily metrics are not computed.
@@ -233,7 +233,11 @@ def _concat_purchases(parts: list[Purchases]) -> Purchases:
                        for f in ("customer_id", "t", "amount", "segment", "channel", "category")))
 
 
-def _in_customer_order(p: Purchases) -> Purchases:
-    """A month's purchases by (customer, time): not by block, so the month's change points move no sum."""
-    order = np.lexsort((p.t, p.customer_id))
+def in_customer_order(p: Purchases) -> Purchases:
+    """A month's purchases by (customer, time): not by block, so the month's change points move no sum.
+
+    Each customer's purchases come in time order already (its spans are appended in order), so a
+    stable sort by customer alone is the (customer, time) order, and far quicker than a lexsort.
+    """
+    order = np.argsort(p.customer_id, kind="stable")
     return Purchases(*(getattr(p, f)[order] for f in ("customer_id", "t", "amount", "segment", "channel", "category")))

@@ -29,7 +29,7 @@ import numpy as np
 import simpy
 
 from sim.contracts import NEW_CUSTOMER
-from sim.engine.month import _in_customer_order, _Month, simulate_shard
+from sim.engine.month import in_customer_order, Month, simulate_shard
 from sim.engine.state import RunState, ShardMonth
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
@@ -114,7 +114,7 @@ class Customer:
         self.a, self.seg, r = a, int(ag.segment[i]), w.rates
         g = float(ag.graduate_at[i])
         self.graduation = max(g, w.clock) if self.seg == NEW_CUSTOMER and not math.isnan(g) else INF
-        m = w._multipliers(np.array([i]), np.array([self.seg], np.int8))
+        m = w.multipliers(np.array([i]), np.array([self.seg], np.int8))
         self.m_int, self.m_haz, self.m_spend = (float(x[0]) for x in m)
         rate = float(r.purchase_rate[self.seg]) * float(ag.het[i]) * self.m_int
         decay = float(r.decay_per_year[self.seg]) / 365.0
@@ -202,7 +202,7 @@ class Customer:
         self.w.events += 1
 
 
-class ProcessMonth(_Month):
+class ProcessMonth(Month):
     """One shard's month as its customers' processes see it: the rules in force, and when they change."""
 
     def __init__(self, *args: object) -> None:
@@ -257,7 +257,7 @@ class ProcessMonth(_Month):
         """The month's purchases in the batched engine's order: by customer, then time."""
         cols = list(zip(*self._bought, strict=True)) if self._bought else [()] * 6
         dtypes = (np.int64, np.float64, np.float64, np.int8, np.int8, np.int8)
-        return _in_customer_order(Purchases(*(np.array(c, dtype=d) for c, d in zip(cols, dtypes, strict=True))))
+        return in_customer_order(Purchases(*(np.array(c, dtype=d) for c, d in zip(cols, dtypes, strict=True))))
 
 
 def process_runner(state: RunState, period: Period, plan: dict[int, tuple[np.ndarray, np.ndarray]], *,
