@@ -111,8 +111,13 @@ class Customer:
         clock what is left of its threshold; the first wake-up of the month sets both afresh.
         """
         w, ag, i = self.w, self.w.agents, self.i
-        self.a, self.seg, r = a, int(ag.segment[i]), w.rates
         g = float(ag.graduate_at[i])
+        if int(ag.segment[i]) == NEW_CUSTOMER and g <= a:
+            # Graduating at this very instant: its span under the old segment has no length, and
+            # the batched engine skips it, so its clocks are set (or re-set) once, in the new one.
+            self.graduate()
+            g = math.nan
+        self.a, self.seg, r = a, int(ag.segment[i]), w.rates
         self.graduation = max(g, w.clock) if self.seg == NEW_CUSTOMER and not math.isnan(g) else INF
         m = w.multipliers(np.array([i]), np.array([self.seg], np.int8))
         self.m_int, self.m_haz, self.m_spend = (float(x[0]) for x in m)
