@@ -3,9 +3,9 @@
 from analysis.ab import ab_readout
 from analysis.drift import drift_report, score_drift
 from analysis.features import compute_features, write_features
+from analysis.figures import plot_all
 from analysis.lake import read_table
 from analysis.model import model_check
-from analysis.plots import plot_all
 from analysis.quality_report import dashboard, lake_dashboard
 from analysis.report import render_report, write_report
 

@@ -19,11 +19,10 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.lake import read_table
+from sim.contracts import AGE_MAX, AGE_MIN, AMOUNT_CAP
 
 __all__ = ["COLUMNS", "dashboard", "lake_dashboard", "to_json", "to_markdown", "to_records"]
 
-AGE_MIN, AGE_MAX = 18, 100
-AMOUNT_CAP = 5000.0
 SUSPICIOUS_AMOUNT = 10000.0
 
 CUSTOMER_COLUMNS = ["total_customers", "null_ages", "invalid_ages", "avg_age", "earliest_customer", "latest_customer"]

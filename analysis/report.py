@@ -12,36 +12,29 @@ Sections (each a ``<section id=...>``, :data:`SECTIONS`):
 - ``tables``: rows and typed columns of every table, the quality dashboard per month and the
   corruption manifest by defect kind;
 - ``trajectories``: the figures of :mod:`analysis.plots`;
-- ``customers``: a sample of customer trajectories.
-"""
+- ``customers``: a sample of customer trajectories."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import datetime as dt
-import html
-import io
 import json
 import logging
 import os
-import re
-import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
-from matplotlib.figure import Figure
 
 from analysis.ab import ab_readout
+from analysis.figures import LakeFrames, figures, load_frames
+from analysis.html import CSS, PAGE, cards_html, esc, figure_html, fmt, html_table, kv_html, section
 from analysis.lake import read_table, table_path
-from analysis.plots import LakeFrames, figures, has_experiment, load_frames, ordered_segments
+from analysis.plots import has_experiment, ordered_segments
 from analysis.quality_report import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, lake_dashboard, to_records
 
 __all__ = ["SECTIONS", "render_report", "write_report"]
@@ -49,89 +42,22 @@ __all__ = ["SECTIONS", "render_report", "write_report"]
 log = logging.getLogger(__name__)
 
 SECTIONS = ("simulated", "truth", "tables", "trajectories", "customers")
+
+
 # Tables in data-flow order; any other Delta table in the lake is listed after them.
 _KNOWN_TABLES = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "quality_manifest",
                  "customer_features")
+
+
 _META_KEY = "churnsim"
-_PERCENT = re.compile(r"^[+-]?[\d.,]+ ?%$")
+
+
 _TYPE_NAMES = {"date32[day]": "date", "timestamp[us, tz=UTC]": "timestamp (UTC)", "large_string": "string"}
-_DPI = 110
-_CAPTIONS = {
-    "activity": "Active customers, daily revenue and transactions per segment; vertical lines mark "
-                "interventions (green), drift onsets (red) and experiment assignments (purple).",
-    "cohort_retention": "Cohort retention: the share of each signup-month cohort purchasing in each month since "
-                        "signup.",
-    "intensity_hazard": "Purchase intensity per active customer and the empirical dropout hazard, by segment.",
-    "churn_vs_recency": "Share churned 60 days later against recency at the feature date, by segment.",
-    "ab_arms": "Experiment arms: purchases and revenue per assigned customer per day.",
-    "customers": "One row per sampled customer: purchases as ticks (height grows with amount), the life line "
-                 "coloured by segment in force, segment changes where a month end first shows them, the latent "
-                 "dropout (cross; dotted after), months labelled churned shaded red.",
-    "truth_timeline": "The ground truth on the calendar: drift onsets (and ramps), intervention and "
-                      "treatment windows.",
-}
-_TITLES = {"activity": "Activity, revenue and transactions", "cohort_retention": "Cohort retention",
-           "intensity_hazard": "Intensity and dropout hazard", "churn_vs_recency": "Churn against recency",
-           "ab_arms": "A/B arms", "customers": "Customer trajectories", "truth_timeline": "Truth timeline"}
 
 
-# --------------------------------------------------------------------------- formatting
-
-def _esc(v: Any) -> str:
-    return html.escape(str(v), quote=True)
 
 
-def _fmt(v: Any) -> str:
-    """A cell value as text: thousands separators, four significant digits, ISO dates, '-' for none."""
-    if v is None or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
-        return "–"
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
-    if isinstance(v, (dt.date, pd.Timestamp)):
-        return v.isoformat()[:10]
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, sort_keys=True, default=str)
-    return str(v)
 
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = "") -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _td(v: Any) -> str:
-    numeric = (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)) or (
-        isinstance(v, str) and _PERCENT.match(v) is not None)
-    return f'<td class="n">{_esc(_fmt(v))}</td>' if numeric else f"<td>{_esc(_fmt(v))}</td>"
-
-
-def _kv(pairs: Iterable[tuple[str, Any]]) -> str:
-    return '<dl class="kv">' + "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_fmt(v))}</dd>" for k, v in pairs) + "</dl>"
-
-
-def _png(fig: Figure) -> str:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(name: str, fig: Figure, *, heading: bool = True) -> str:
-    title = f"<h3>{_esc(_TITLES.get(name, name))}</h3>" if heading else ""
-    return (f'<figure class="fig" id="fig-{name}" data-figure="{name}">{title}'
-            f'<img alt="{_esc(_TITLES.get(name, name))}" src="data:image/png;base64,{_png(fig)}">'
-            f"<figcaption>{_esc(_CAPTIONS.get(name, ''))}</figcaption></figure>")
-
-
-# --------------------------------------------------------------------------- reading the lake
 
 def _tables(lake: Path) -> list[str]:
     found = {p.parent.name for p in lake.glob("*/_delta_log") if not p.parent.name.startswith("_")}
@@ -188,18 +114,6 @@ def _state_meta(lake: Path) -> dict[str, Any]:
         return {}
 
 
-# --------------------------------------------------------------------------- sections
-
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{_esc(title)}</h2>{body}</section>'
-
-
-def _cards(pairs: Iterable[tuple[str, Any]]) -> str:
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="cv">{_esc(_fmt(v))}</div><div class="ck">{_esc(k)}</div></div>'
-        for k, v in pairs) + "</div>"
-
-
 def _simulated(scn: Mapping[str, Any], frames: LakeFrames, infos: Sequence[Mapping[str, Any]],
                state: Mapping[str, Any], lake: Path) -> str:
     cal = scn.get("calendar") or {}
@@ -213,11 +127,11 @@ def _simulated(scn: Mapping[str, Any], frames: LakeFrames, infos: Sequence[Mappi
     digests = sorted({m["scenario_digest"] for m in metas if m.get("scenario_digest")})
     metric_dates = pd.to_datetime(frames.metrics["metric_date"]) if len(frames.metrics) else pd.Series([], dtype="M8[ns]")
     manifest_rows = next((i["rows"] for i in infos if i["name"] == "quality_manifest"), 0)
-    cards = _cards([
+    cards = cards_html([
         ("customers in the lake", int(frames.customers["customer_id"].nunique())),
         ("transactions", next((i["rows"] for i in infos if i["name"] == "raw_transactions"), 0)),
         ("months", len(months)),
-        (f"churned at {_fmt(last)}", f"{at_last['churned'].mean():.1%}" if len(at_last) else None),
+        (f"churned at {fmt(last)}", f"{at_last['churned'].mean():.1%}" if len(at_last) else None),
         ("latent dropouts by then", f"{at_last['dropped_out'].mean():.1%}" if len(at_last) else None),
         ("revenue", float(frames.transactions["amount"].sum())),
         ("injected defects", manifest_rows),
@@ -225,24 +139,24 @@ def _simulated(scn: Mapping[str, Any], frames: LakeFrames, infos: Sequence[Mappi
          " · ".join(str(len(scn.get(k) or [])) for k in ("drifts", "interventions", "experiments"))),
     ])
     truth = _truth_lines(scn)
-    cards += ("<h3>Ground truth in brief</h3><ul class=\"truth\">" + "".join(f"<li>{_esc(t)}</li>" for t in truth)
+    cards += ("<h3>Ground truth in brief</h3><ul class=\"truth\">" + "".join(f"<li>{esc(t)}</li>" for t in truth)
               + "</ul>")
     span = (cal.get("days") and f"{cal['days']} days") or (cal.get("months") and f"{cal['months']} months") or "–"
-    kv = _kv([
+    kv = kv_html([
         ("scenario", scn.get("name", "–")),
         ("description", scn.get("description") or "–"),
         ("seed", scn.get("seed")),
         ("calendar", f"from {cal.get('start_date', '–')} for {span}"),
         ("simulated days in daily_metrics",
-         f"{_fmt(metric_dates.min())} .. {_fmt(metric_dates.max())}" if len(metric_dates) else "–"),
-        ("population", f"{_fmt(pop.get('size'))} customers at the start"
+         f"{fmt(metric_dates.min())} .. {fmt(metric_dates.max())}" if len(metric_dates) else "–"),
+        ("population", f"{fmt(pop.get('size'))} customers at the start"
                        + (f", {pop.get('acquisition', {}).get('share', 0):.0%} more acquired over the run"
                           if (pop.get("acquisition") or {}).get("share") else "")),
         ("package version", ", ".join(versions) or state.get("package_version") or "–"),
         ("scenario digest", ", ".join(digests) or state.get("scenario_digest") or "–"),
         ("lake", str(lake)),
     ])
-    grid = _table(["table", *months], [[i["name"], *[by_table.get(i["name"], {}).get(m) for m in months]]
+    grid = html_table(["table", *months], [[i["name"], *[by_table.get(i["name"], {}).get(m) for m in months]]
                                        for i in infos if i["name"] in by_table])
     return cards + kv + "<h3>Months in the lake: the Delta version at which each table holds each month</h3>" + grid
 
@@ -298,15 +212,15 @@ def _readout(frames: LakeFrames, e: Mapping[str, Any]) -> str:
     try:
         r = ab_readout(tables, e)
     except ValueError as exc:
-        return f'<p class="note">A/B read-out from the lake: not available ({_esc(exc)}).</p>'
+        return f'<p class="note">A/B read-out from the lake: not available ({esc(exc)}).</p>'
     arms = r["arms"]
     rows = [[m, arms["treatment"][m], arms["control"][m], row["ab"]["estimate"],
              f"[{row['ab']['ci_low']:+.3g}, {row['ab']['ci_high']:+.3g}]"] for m, row in r["metrics"].items()]
     return (f"<p>Observed in the lake ({arms['treatment']['n']:,} treated, {arms['control']['n']:,} control; churn "
-            f"at {_esc(r['outcome_label_date'])}):</p>"
-            + _table(["outcome", "treatment", "control", "difference", "95 % CI"], rows)
+            f"at {esc(r['outcome_label_date'])}):</p>"
+            + html_table(["outcome", "treatment", "control", "difference", "95 % CI"], rows)
             + '<p class="note">The counterfactual (paired) true effect needs a twin run: '
-              f"<code>churnsim ab {_esc(frames.scenario.get('name', 'SCENARIO'))}</code>.</p>")
+              f"<code>churnsim ab {esc(frames.scenario.get('name', 'SCENARIO'))}</code>.</p>")
 
 
 def _truth(scn: Mapping[str, Any], frames: LakeFrames, state: Mapping[str, Any], timeline: str) -> str:
@@ -314,23 +228,23 @@ def _truth(scn: Mapping[str, Any], frames: LakeFrames, state: Mapping[str, Any],
     segs = (scn.get("population") or {}).get("segments") or {}
     if segs:
         cols = ["share", "purchase_rate", "decay_per_year", "dropout_hazard", "spend_median", "regularity"]
-        out.append("<h3>Segments</h3>" + _table(["segment", *cols],
+        out.append("<h3>Segments</h3>" + html_table(["segment", *cols],
                                                  [[n, *[segs[n].get(c) for c in cols]] for n in ordered_segments(segs)]))
     targets = {k: v for k, v in (scn.get("targets") or {}).items() if v is not None}
     cal = state.get("calibration") or {}
-    out.append("<h3>Targets and calibration</h3>" + _kv([
+    out.append("<h3>Targets and calibration</h3>" + kv_html([
         ("targets", ", ".join(f"{k} {v:g}" for k, v in targets.items()) or "none"),
         ("calibration (scales the run applied)", ", ".join(f"{k} {v:.4g}" for k, v in sorted(cal.items())) or "–"),
     ]))
     drifts = scn.get("drifts") or []
-    out.append("<h3>Drifts</h3>" + (_table(
+    out.append("<h3>Drifts</h3>" + (html_table(
         ["name", "parameter", "segment", "onset", "shape", "magnitude"],
         [[d.get("name"), d.get("parameter"), d.get("segment") or "all", d.get("start"),
           d.get("shape", "step") + (f" over {d.get('ramp_days')} days" if d.get("shape") == "ramp" else ""),
-          (f"×{d['multiplier']:g}" if d.get("parameter") != "acquisition_mix" else f"mix {_fmt(d.get('mix'))}")]
+          (f"×{d['multiplier']:g}" if d.get("parameter") != "acquisition_mix" else f"mix {fmt(d.get('mix'))}")]
          for d in drifts]) if drifts else '<p class="none">None: parameters stay as set for the whole run.</p>'))
     ivs = scn.get("interventions") or []
-    out.append("<h3>Interventions</h3>" + (_table(
+    out.append("<h3>Interventions</h3>" + (html_table(
         ["name", "kind", "start", "days", "reaches", "effect"],
         [[i.get("name"), i.get("kind"), i.get("start"), i.get("days"), _target(i.get("target")), _multipliers(i)]
          for i in ivs]) if ivs else '<p class="none">None.</p>'))
@@ -339,22 +253,22 @@ def _truth(scn: Mapping[str, Any], frames: LakeFrames, state: Mapping[str, Any],
     if not exps:
         out.append('<p class="none">None.</p>')
     for e in exps:
-        out.append(f"<h4>{_esc(e.get('name'))}</h4>" + _kv([
+        out.append(f"<h4>{esc(e.get('name'))}</h4>" + kv_html([
             ("assigned", e.get("assign_date")), ("eligible", _target(e.get("eligible"))),
             ("stated true effect", e.get("note") or "–")]))
-        out.append(_table(["arm", "share", "treatment days", "true effect on the arm (multipliers)"], _arms(e)))
+        out.append(html_table(["arm", "share", "treatment days", "true effect on the arm (multipliers)"], _arms(e)))
         if has_experiment(frames.labels):
             out.append(_readout(frames, e))
     corr = scn.get("corruption") or {}
     rates = {k: v for k, v in (corr.get("rates") or {}).items() if v}
-    out.append("<h3>Corruption</h3>" + _kv([
+    out.append("<h3>Corruption</h3>" + kv_html([
         ("rate", corr.get("rate") or 0.0),
         ("per-kind rates", ", ".join(f"{k} {v:g}" for k, v in sorted(rates.items())) or "–")]))
     return "".join(out)
 
 
 def _tables_section(lake: Path, infos: Sequence[Mapping[str, Any]], months: Sequence[str]) -> str:
-    out = [_table(["table", "rows", "Delta version", "months", "columns"],
+    out = [html_table(["table", "rows", "Delta version", "months", "columns"],
                   [[i["name"], i["rows"], i["version"],
                     len({c["meta"].get("month") for c in i["commits"] if c["meta"].get("month")}) or None,
                     ", ".join(f"{n}: {t}" for n, t in i["columns"])] for i in infos], cls="tables")]
@@ -365,8 +279,8 @@ def _tables_section(lake: Path, infos: Sequence[Mapping[str, Any]], months: Sequ
     for title, cols in (("customers (raw_customers, by the month that wrote them)", CUSTOMER_COLUMNS),
                         ("transactions (raw_transactions, by transaction_date)", TRANSACTION_COLUMNS)):
         headers = ["month", *cols]
-        out.append(f"<h4>{_esc(title)}</h4>")
-        out.append(_table(headers, [[r[h] for h in headers] for r in recs if any(r[c] for c in cols)],
+        out.append(f"<h4>{esc(title)}</h4>")
+        out.append(html_table(headers, [[r[h] for h in headers] for r in recs if any(r[c] for c in cols)],
                           cls="small"))
     if any(i["name"] == "quality_manifest" for i in infos):
         m = read_table(lake, "quality_manifest", columns=["table", "rule", "column", "month"]).to_pandas()
@@ -376,7 +290,7 @@ def _tables_section(lake: Path, infos: Sequence[Mapping[str, Any]], months: Sequ
                  f"{len(x) / rows_of[t]:.2%}" if rows_of.get(t) else None,
                  f"{x['month'].min()} .. {x['month'].max()}"] for (t, r), x in g]
         out.append("<h3>Corruption manifest by defect kind</h3>"
-                   + (_table(["table", "defect", "column", "rows", "share of table", "months"], rows)
+                   + (html_table(["table", "defect", "column", "rows", "share of table", "months"], rows)
                       if rows else '<p class="none">No defects injected.</p>'))
     else:
         out.append('<p class="none">No quality_manifest: the run injected no corruption.</p>')
@@ -414,45 +328,7 @@ def _truth_timeline(scn: Mapping[str, Any], start: pd.Timestamp, end: pd.Timesta
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(start, end)
     ax.grid(axis="x", alpha=0.3)
-    return _figure("truth_timeline", fig)
-
-
-_CSS = """
-body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;color:#1d2330;background:#f4f6f9}
-header{background:#1f3b5a;color:#fff;padding:18px 32px}
-header h1{margin:0 0 4px;font-size:24px} header p{margin:0;opacity:.85}
-nav{background:#16304b;padding:6px 32px;position:sticky;top:0}
-nav a{color:#cfe3ff;margin-right:18px;text-decoration:none;font-weight:600}
-main{max-width:1280px;margin:0 auto;padding:8px 32px 40px}
-section{background:#fff;border-radius:8px;margin:18px 0;padding:8px 22px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-h2{border-bottom:2px solid #1f3b5a;padding-bottom:4px} h3{margin:18px 0 6px} h4{margin:14px 0 4px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px;margin:10px 0 14px}
-.card{background:#eef3f9;border-radius:6px;padding:10px 12px} .cv{font-size:20px;font-weight:700;color:#1f3b5a}
-.ck{font-size:12px;color:#556}
-dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:6px 0}
-dl.kv dt{font-weight:600;color:#445} dl.kv dd{margin:0}
-.scroll{overflow-x:auto} table{border-collapse:collapse;margin:6px 0;font-size:13px}
-th,td{border:1px solid #d5dbe3;padding:3px 8px;text-align:left;vertical-align:top;white-space:nowrap}
-table.tables td:last-child{white-space:normal}
-th{background:#e6ecf3} tr:nth-child(even) td{background:#f8fafc}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
-table.small{font-size:11.5px} table.tables td:last-child{font-family:monospace;font-size:11.5px}
-figure.fig{margin:14px 0} figure.fig img{max-width:100%;height:auto;border:1px solid #e2e6ec}
-figcaption{color:#556;font-size:12.5px} .none{color:#667;font-style:italic} .note{color:#556;font-size:12.5px}
-ul.truth{margin:4px 0 12px;padding-left:22px} ul.truth li{margin:2px 0}
-footer{text-align:center;color:#889;font-size:12px;padding:10px}
-"""
-
-_PAGE = string.Template("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>$title</title><style>$css</style></head>
-<body><header><h1>$title</h1><p>$subtitle</p></header>
-<nav>$nav</nav>
-<main>$body</main>
-<footer>churnsim $version · generated from the lake's tables, commit metadata and _churnsim/scenario.json</footer>
-</body></html>
-""")
+    return figure_html("truth_timeline", fig)
 
 
 def render_report(lake: str | Path, *, customers: int = 20) -> str:
@@ -481,14 +357,14 @@ def render_report(lake: str | Path, *, customers: int = 20) -> str:
     start = pd.Timestamp(cal["start_date"]) if cal.get("start_date") else pd.to_datetime(
         frames.metrics["metric_date"]).min()
     end = pd.to_datetime(frames.labels["label_date"]).max()
-    figs = {name: _figure(name, fig, heading=name != "customers") for name, fig in figures(frames, customers=customers)}
+    figs = {name: figure_html(name, fig, heading=name != "customers") for name, fig in figures(frames, customers=customers)}
     trajectories = "".join(v for k, v in figs.items() if k != "customers")
     parts = [
-        _section("simulated", "What was simulated", _simulated(scn, frames, infos, state, root)),
-        _section("truth", "Ground truth", _truth(scn, frames, state, _truth_timeline(scn, start, end))),
-        _section("tables", "Tables", _tables_section(root, infos, months)),
-        _section("trajectories", "Trajectories", trajectories),
-        _section("customers", "Customer trajectories", figs.get("customers", '<p class="none">None drawn '
+        section("simulated", "What was simulated", _simulated(scn, frames, infos, state, root)),
+        section("truth", "Ground truth", _truth(scn, frames, state, _truth_timeline(scn, start, end))),
+        section("tables", "Tables", _tables_section(root, infos, months)),
+        section("trajectories", "Trajectories", trajectories),
+        section("customers", "Customer trajectories", figs.get("customers", '<p class="none">None drawn '
                                                                  "(customers=0).</p>")),
     ]
     titles = {"simulated": "What was simulated", "truth": "Ground truth", "tables": "Tables",
@@ -498,9 +374,9 @@ def render_report(lake: str | Path, *, customers: int = 20) -> str:
                        if c["meta"].get("package_version")})
     name = scn.get("name") or root.name
     subtitle = (f"{scn.get('description') or ''} — seed {scn.get('seed', '–')}, "
-                f"{_fmt(start)} .. {_fmt(end)}, {len(months)} months")
-    return _PAGE.substitute(title=_esc(f"churnsim lake report: {name}"), subtitle=_esc(subtitle), css=_CSS,
-                            nav=nav, body="".join(parts), version=_esc(", ".join(versions) or "–"))
+                f"{fmt(start)} .. {fmt(end)}, {len(months)} months")
+    return PAGE.substitute(title=esc(f"churnsim lake report: {name}"), subtitle=esc(subtitle), css=CSS,
+                            nav=nav, body="".join(parts), version=esc(", ".join(versions) or "–"))
 
 
 def write_report(lake: str | Path, path: str | Path, *, customers: int = 20) -> Path:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` for quick feedback; CI runs them all
+
 ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from (pyproject's packages, py-module and readme). Building a copy keeps
 #: setuptools' build/ and egg-info out of the checkout, and stale files in build/ out of the wheel.

@@ -268,7 +268,7 @@ def plot(lake: str, out: str, customers: int) -> None:
     Example:
       churnsim plot --lake ./lake --out ./plots --customers 20
     """
-    from analysis.plots import plot_all
+    from analysis.figures import plot_all
 
     for p in plot_all(lake, out, customers=customers):
         click.echo(str(p))

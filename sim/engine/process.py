@@ -4,7 +4,7 @@
 draws the same steps for all of a shard's customers at once between two changes of the world; this
 one runs them one customer and one event at a time, with the same per-customer math
 (:mod:`sim.model`) and the same keyed random numbers, so the two write the same lake
-(``tests/test_process_engine.py``). It is the readable definition and the proof; the batched engine
+(``tests/engine/test_process_engine.py``). It is the readable definition and the proof; the batched engine
 is the fast one.
 
 A customer's process lives for the whole month. Between months its state is checkpointed in the

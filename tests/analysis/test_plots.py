@@ -8,7 +8,8 @@ import matplotlib.image as mpimg
 import numpy as np
 from click.testing import CliRunner
 
-from analysis.plots import load_frames, plot_all, plot_customers
+from analysis.figures import load_frames, plot_all
+from analysis.trajectories import plot_customers
 from sim.cli import main
 
 BASE = ["activity.png", "cohort_retention.png", "intensity_hazard.png", "churn_vs_recency.png"]

@@ -26,6 +26,8 @@ from sim.lake.status import lake_status
 from sim.scenario import load_scenario
 from sim.scenario.shipped import shipped_path
 
+pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` for quick feedback; CI runs them all
+
 DELAYS = [0.0, 0.4, 0.9]
 # Before the fix two runs mixed when the second (quicker to calibrate) started within ~0.25 s.
 RUN_RUN_DELAYS = [0.0, 0.1, 0.2, 0.6]

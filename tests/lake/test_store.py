@@ -87,6 +87,7 @@ def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProce
 # Each month has 9 points: before/after each of 4 tables, after the state; then one after the lock is
 # released (54 + 1 for 6 months: the work is done, the command has not reported). Cover every kind of
 # point in the first month, the month boundary, a later month, and the end.
+@pytest.mark.slow
 @pytest.mark.parametrize("die_at", [1, 2, 3, 4, 7, 8, 9, 10, 12, 19, 27, 54, 55])
 def test_a_crash_at_any_point_then_rerun_gives_no_duplicate_and_no_gap(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)
@@ -98,6 +99,7 @@ def test_a_crash_at_any_point_then_rerun_gives_no_duplicate_and_no_gap(tmp_path,
     _assert_exactly(reference, lake)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("die_at", [2, 9, 14])
 def test_an_interrupted_append_rerun_ends_where_the_uninterrupted_one_would(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)
@@ -121,6 +123,7 @@ def _tree(lake: Path) -> dict[str, bytes]:
 
 # The scheduled form: the same `append --until` every time, killed at every kind of point of its 3
 # months (27 points, then 28: after the lock, before it reports), then simply run again.
+@pytest.mark.slow
 @pytest.mark.parametrize("die_at", [1, 5, 9, 10, 18, 23, 27, 28])
 def test_a_killed_append_until_retried_as_is_ends_exactly_at_its_month(tmp_path, reference, die_at):
     lake = tmp_path / "lake"
@@ -213,6 +216,7 @@ def _damage_state(lake: Path) -> Path:
     return lake / "_churnsim" / "state"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_damage_intent, _damage_state])
 def test_a_damaged_intent_or_state_is_one_line_exit_1_and_nothing_written(tmp_path, damage):
     scenario = _write_scenario(tmp_path)
@@ -253,6 +257,7 @@ def test_a_deleted_intent_is_continued_by_append_until(tmp_path, reference):
     _assert_exactly(reference, lake)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inside", ["raw_transactions", "raw_transactions/sub", "_churnsim/state"])
 def test_a_lake_path_in_a_delta_table_is_refused_with_exit_2_before_anything_is_written(tmp_path, inside):
     scenario = _write_scenario(tmp_path)
@@ -279,6 +284,7 @@ def test_a_refused_target_leaves_no_trace_of_the_lock(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_kill_minus_9_at_random_moments(tmp_path, reference):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
@@ -431,6 +437,7 @@ def test_a_corrupted_run_writes_a_manifest_that_validation_finds_exactly(tmp_pat
     assert "late_arrival" in flagged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("die_at", [6, 14, 25])
 def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, die_at):
     ref = tmp_path / "ref"
@@ -446,6 +453,7 @@ def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, d
         assert a.sort_by([(c, "ascending") for c in cols[:3]]).equals(b.sort_by([(c, "ascending") for c in cols[:3]])), t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("die_at", [3, 12])
 def test_a_crash_with_worker_processes_leaves_no_orphans_and_reruns_cleanly(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)

@@ -16,7 +16,7 @@ from sim.errors import SimError
 from sim.execute.targets import solve_targets
 from sim.scenario.shipped import shipped, shipped_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(name: str, *overrides: str, env: str | None = None) -> dict[str, pd.DataFrame]:

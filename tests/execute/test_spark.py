@@ -10,6 +10,8 @@ import pytest
 from sim.batch.tables import TABLES
 from sim.scenario import Scenario
 
+pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` for quick feedback; CI runs them all
+
 
 @pytest.fixture(scope="module")
 def spark():

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from analysis.lake import read_table
-from analysis.plots import sample_customers
 from analysis.report import SECTIONS, render_report
+from analysis.trajectories import sample_customers
 from sim.cli import main
 
 # A small lake with every kind of truth: a ramped drift, an intervention, an experiment whose

@@ -17,6 +17,8 @@ from sim.execute.memory import simulate
 from sim.fit import distances, fit_report, fit_scenario, log_stats, occasions, read_log, simulated_log
 from sim.scenario import Scenario, load_scenario, scenario_from_dict
 
+pytestmark = pytest.mark.slow  # `pytest -m 'not slow'` for quick feedback; CI runs them all
+
 pytest.importorskip("scipy")
 
 TRUTH = {
