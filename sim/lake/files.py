@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-__all__ = ["DataFile", "commit_files", "file_stats", "part_name", "table_fs", "write_part"]
+__all__ = ["DataFile", "commit_files", "file_stats", "footer_stats", "part_name", "table_fs", "write_part"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,11 @@ def _stat_value(value: Any) -> Any:
     return value
 
 
+def _stats_json(num_rows: int, mins: dict[str, Any], maxs: dict[str, Any], nulls: dict[str, int]) -> str:
+    return json.dumps({"numRecords": num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
+                      separators=(",", ":"))
+
+
 def file_stats(table: pa.Table) -> str:
     """The Delta ``stats`` of ``table``'s rows; nested columns have none (as delta-rs writes them)."""
     mins: dict[str, Any] = {}
@@ -103,8 +108,45 @@ def file_stats(table: pa.Table) -> str:
         if lo is None or (isinstance(lo, float) and lo != lo):  # all NaN: no bound
             continue
         mins[name], maxs[name] = _stat_value(lo), _stat_value(hi)
-    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
-                      separators=(",", ":"))
+    return _stats_json(table.num_rows, mins, maxs, nulls)
+
+
+def footer_stats(schema: pa.Schema, meta: pq.FileMetaData) -> str:
+    """:func:`file_stats` from the statistics the Parquet writer already put in the footer.
+
+    No second pass over the rows (on the coordinator's hot path); a column some row group has no
+    bounds for gets none, so a reader never skips a file that holds a row it wants.
+    """
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls = {f.name: 0 for f in schema if not pa.types.is_nested(f.type)}
+    flat = set(nulls)
+    bounded = {f.name for f in schema if f.name in flat and not pa.types.is_binary(f.type)}
+    floats = {f.name for f in schema if pa.types.is_floating(f.type)}
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        for i in range(rg.num_columns):
+            col = rg.column(i)
+            name = col.path_in_schema
+            if name not in flat:
+                continue
+            st = col.statistics
+            nulls[name] += st.null_count if st is not None and st.has_null_count else 0
+            if name not in bounded:
+                continue
+            if st is None or not st.has_min_max:
+                # Floats: the writer leaves NaN out of the bounds (as file_stats does); any other
+                # column with values but no bounds gets none for the file.
+                if st is None or (st.null_count != col.num_values and name not in floats):
+                    bounded.discard(name)
+                    mins.pop(name, None)
+                    maxs.pop(name, None)
+                continue
+            lo, hi = st.min, st.max
+            mins[name] = lo if name not in mins else min(mins[name], lo)
+            maxs[name] = hi if name not in maxs else max(maxs[name], hi)
+    return _stats_json(meta.num_rows, {k: _stat_value(v) for k, v in mins.items()},
+                       {k: _stat_value(v) for k, v in maxs.items()}, nulls)
 
 
 def write_part(table: str | Path, rows: pa.Table, *, name: str,
@@ -120,10 +162,11 @@ def write_part(table: str | Path, rows: pa.Table, *, name: str,
     full = f"{root}/{rel}" if root else rel
     if isinstance(fs, pafs.LocalFileSystem):
         os.makedirs(os.path.dirname(full), exist_ok=True)
-    pq.write_table(body, full, filesystem=fs, compression="snappy")
+    footer: list[pq.FileMetaData] = []
+    pq.write_table(body, full, filesystem=fs, compression="snappy", metadata_collector=footer)
     info = fs.get_file_info(full)
     mtime = int(info.mtime.timestamp() * 1000) if info.mtime is not None else int(time.time() * 1000)
-    return DataFile(rel, int(info.size), mtime, rows.num_rows, file_stats(body), parts)
+    return DataFile(rel, int(info.size), mtime, rows.num_rows, footer_stats(body.schema, footer[0]), parts)
 
 
 def _is_table(table: str, storage_options: Mapping[str, str] | None) -> bool:
@@ -133,17 +176,21 @@ def _is_table(table: str, storage_options: Mapping[str, str] | None) -> bool:
 def commit_files(table: str | Path, files: Sequence[DataFile], *, schema: pa.Schema,
                  mode: Literal["append", "overwrite"], commit_properties: CommitProperties,
                  partition_by: list[str] | None = None,
-                 storage_options: Mapping[str, str] | None = None) -> None:
+                 storage_options: Mapping[str, str] | None = None,
+                 current: DeltaTable | None | Literal["look"] = "look") -> None:
     """One Delta commit adding ``files`` to ``table`` (created by this commit when missing).
 
     ``overwrite`` removes every file the table held before (one commit: readers see the old
-    version or the new one).
+    version or the new one). ``current``: the table as the caller just loaded it (None: there is
+    none yet), so it is not loaded twice; by default it is looked up here.
     """
     where = str(table)
     actions = [f.action() for f in files]
     options = dict(storage_options or {}) or None
-    if mode == "append" and _is_table(where, storage_options):
-        DeltaTable(where, storage_options=options).create_write_transaction(
+    if isinstance(current, str):  # "look"
+        current = DeltaTable(where, storage_options=options) if mode == "append" and _is_table(where, storage_options) else None
+    if mode == "append" and current is not None:
+        current.create_write_transaction(
             actions, "append", Schema.from_arrow(schema), partition_by=partition_by, commit_properties=commit_properties)
         return
     # A new table, or a whole table replaced (its schema may change, e.g. another scenario's state).

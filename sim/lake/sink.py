@@ -89,8 +89,15 @@ class DeltaSink:
 
 def month_done(lake: Path, name: str, month_no: int) -> bool:
     """Whether table ``name`` already holds month ``month_no`` (1-based): its commit is skipped."""
-    path = str(lake / name)
-    return DeltaTable.is_deltatable(path) and (DeltaTable(path).transaction_version(APP_ID) or 0) >= month_no
+    return _done(_load(lake / name), month_no)
+
+
+def _load(path: Path) -> DeltaTable | None:
+    return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
+
+
+def _done(table: DeltaTable | None, month_no: int) -> bool:
+    return table is not None and (table.transaction_version(APP_ID) or 0) >= month_no
 
 
 def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None = None) -> dict[int, DataFile]:
@@ -115,7 +122,8 @@ def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, 
                    "package_version": package_version(), "month": period.label, "period_index": period.index}
     written = MonthWritten(period, {})
     for name in (*TABLES, *(n for n in tables if n not in TABLES)):
-        if month_done(lake, name, month_no):
+        current = _load(lake / name)  # loaded once: the exactly-once check, then the commit
+        if _done(current, month_no):
             written.skipped.append(name)
             continue
         checkpoint(f"before {name} {period.label}")
@@ -126,7 +134,7 @@ def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, 
             schema, files = part
         commit_files(lake / name, files, schema=schema, mode="append", commit_properties=CommitProperties(
             custom_metadata={META_KEY: json.dumps(meta_common)},
-            app_transactions=[Transaction(APP_ID, month_no)]))
+            app_transactions=[Transaction(APP_ID, month_no)]), current=current)
         written.rows[name] = sum(f.num_records for f in files)
         checkpoint(f"after {name} {period.label}")
     state = dict(state_files or {})

@@ -14,7 +14,7 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
 
 from sim import scenario_from_dict
 from sim.execute import runs
-from sim.lake.files import commit_files, part_name, write_part
+from sim.lake.files import commit_files, file_stats, footer_stats, part_name, write_part
 from sim.lake.maintenance import optimize
 from sim.lake.read import read_delta, read_table
 from sim.lake.state import META_KEY, STATE_FILES_KEY, read_shard_state
@@ -58,6 +58,16 @@ def test_files_written_elsewhere_commit_as_one_version_each_with_their_stats(tmp
     n = QueryBuilder().register("t", dt_).execute(
         "select count(*) as n from t where ts >= '1970-01-02T00:00:00.000123Z'").read_all().column("n")[0].as_py()
     assert n == 4  # one row of the first file of each month
+
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+@pytest.mark.parametrize("rows", [ROWS, ROWS.slice(1, 1), ROWS.slice(0, 0)], ids=["all", "nan-and-nulls", "empty"])
+def test_stats_from_the_footer_are_the_stats_of_the_rows(tmp_path: Path, rows: pa.Table, group: int) -> None:
+    # write_part takes the Delta stats from the Parquet footer (no second pass over the rows):
+    # the same JSON as computing them from the rows, however the rows fall into row groups.
+    footer: list[pq.FileMetaData] = []
+    pq.write_table(rows, tmp_path / "f.parquet", row_group_size=group, metadata_collector=footer)
+    assert json.loads(footer_stats(rows.schema, footer[0])) == json.loads(file_stats(rows))
 
 
 def test_overwrite_replaces_every_file_in_one_commit_even_with_another_schema(tmp_path: Path) -> None:
