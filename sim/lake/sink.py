@@ -26,22 +26,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from sim.batch.tables import TABLES, month_tables
+from sim.batch.tables import SCHEMAS, TABLES, customers_table, labels_table, metrics_table, month_tables, transactions_table
 from sim.engine.state import RunState, ShardMonth
-from sim.lake.faults import checkpoint
+from sim.lake.faults import checkpoint, worker_checkpoint
 from sim.lake.files import DataFile, commit_files, part_name, write_part
 from sim.lake.state import (APP_ID, META_KEY, STATE_FILES_KEY, internal_dir, package_version, shard_state_table,
                             state_meta, state_schema, to_ipc)
+from sim.model.agents import Agents
 from sim.model.calendar import Period
+from sim.scenario import Scenario
 
 __all__ = ["MANIFEST_TABLE", "Batcher", "DeltaSink", "MonthWritten", "Part", "commit_month", "month_done",
-           "plain_batch", "write_state_files"]
+           "plain_batch", "write_shard_files", "write_state_files"]
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,48 @@ class DeltaSink:
         self.lake, self.batch, self.carry, self.progress = lake, batch, carry, progress
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
-        tables, self.carry = self.batch(before, period, months, self.carry)
-        written = commit_month(self.lake, after, period, tables, carry=self.carry)
+        if months and all(m.files for m in months):
+            # The workers wrote their shards' customers, labels and state (a plain batch: the
+            # runner writes only when nothing corrupts the month); transactions need the month's
+            # global (time, customer) order for their ids, daily metrics every shard's partials.
+            tables: dict[str, Part] = {
+                "raw_customers": (SCHEMAS["raw_customers"], [_file(m, "raw_customers") for m in months if "raw_customers" in m.files]),
+                "raw_transactions": transactions_table(before, months),
+                "customer_labels": (SCHEMAS["customer_labels"], [_file(m, "customer_labels") for m in months if "customer_labels" in m.files]),
+                "daily_metrics": metrics_table(period, months)}
+            state_files = {m.shard: _file(m, "state") for m in months}
+        else:
+            tables, self.carry = self.batch(before, period, months, self.carry)
+            state_files = None
+        written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if self.progress:
             self.progress(written)
+
+
+def _file(month: ShardMonth, name: str) -> DataFile:
+    f = month.files[name]
+    assert isinstance(f, DataFile)
+    return f
+
+
+def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Agents, month: ShardMonth) -> ShardMonth:
+    """Write one shard's customers, labels and new state into the lake (in the shard's worker).
+
+    Returns the month with those arrays replaced by the files' metadata; nothing is committed
+    (the coordinator commits every shard's files in one commit per table). An empty part writes
+    no file.
+    """
+    month_no = period.index + 1
+    files: dict[str, object] = {}
+    for name, rows in (("raw_customers", customers_table(scenario.seed, [month])),
+                       ("customer_labels", labels_table(scenario, [month]))):
+        if rows.num_rows:
+            files[name] = write_part(lake / name, rows, name=part_name(month=month_no, shard=month.shard, kind=name))
+    files["state"] = write_part(internal_dir(lake) / "state", shard_state_table(month.shard, agents),
+                                name=part_name(month=month_no, shard=month.shard, kind="state"))
+    worker_checkpoint(f"after shard {month.shard} files {period.label}")
+    return replace(month, new_customers={}, labels={}, files=files)
 
 
 def month_done(lake: Path, name: str, month_no: int) -> bool:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
 
 from sim import scenario_from_dict
@@ -113,3 +117,39 @@ def test_each_shard_state_is_its_own_file_and_reads_alone(tmp_path: Path) -> Non
         for name, col in agents.columns().items():
             np.testing.assert_array_equal(got.columns()[name], col, err_msg=name)
     assert len(read_shard_state(state_dir, status.meta, 99)) == 0
+
+
+def _cli_run(lake: Path, *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    lake.parent.mkdir(parents=True, exist_ok=True)
+    scen = lake.parent / "s.yaml"
+    scen.write_text(yaml.safe_dump({**SCEN, "calendar": {"start_date": "2024-01-01", "months": 3}}))
+    return subprocess.run([sys.executable, "-m", "sim", "-q", "run", str(scen), "--lake", str(lake), "--workers", "2"],
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+
+
+def _parquet(table: Path) -> set[str]:
+    return {p.name for p in table.iterdir() if p.suffix == ".parquet"}
+
+
+def test_a_worker_killed_after_writing_its_files_leaves_orphans_the_rerun_commits_once_and_vacuum_removes(
+        tmp_path: Path) -> None:
+    clean = _cli_run(tmp_path / "clean" / "lake")
+    assert clean.returncode == 0, clean.stderr
+    lake = tmp_path / "killed" / "lake"
+    # Worker 0 (shards 0 and 2) dies after writing shard 2's files of month 1: nothing committed.
+    died = _cli_run(lake, env={"CHURNSIM_WORKER_DIE_AT": "2"})
+    assert died.returncode != 0
+    assert not DeltaTable.is_deltatable(str(lake / "raw_customers"))
+    assert len(_parquet(lake / "raw_customers")) == 3  # every shard wrote month 1; no commit names them
+    rerun = _cli_run(lake)
+    assert rerun.returncode == 0, rerun.stderr
+    for name in ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics"):
+        got, want = read_table(lake, name), read_table(tmp_path / "clean" / "lake", name)
+        assert got.equals(want), name  # the month once: no duplicate rows, the same rows in order
+        assert DeltaTable(str(lake / name)).transaction_version("churnsim") == 3
+    referenced = {Path(u).name for u in DeltaTable(str(lake / "raw_customers")).file_uris()}
+    assert _parquet(lake / "raw_customers") - referenced  # the killed month's files are orphans
+    optimize(lake, retention_hours=0)
+    assert _parquet(lake / "raw_customers") == {Path(u).name for u in DeltaTable(str(lake / "raw_customers")).file_uris()}
+    assert read_table(lake, "raw_customers").sort_by("customer_id").equals(
+        read_table(tmp_path / "clean" / "lake", "raw_customers").sort_by("customer_id"))
