@@ -18,8 +18,10 @@ from sim.model.identity import identity_columns
 
 if TYPE_CHECKING:
     from sim.engine.state import RunState, ShardMonth
+    from sim.scenario import Scenario
 
-__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "days_to_date32", "month_tables"]
+__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "labels_table",
+           "metrics_table", "month_tables", "transactions_table"]
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -115,12 +117,18 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
     Transaction ids follow (timestamp, customer_id) order, so they do not depend on sharding.
     """
     s = state.scenario
+    return dict(zip(TABLES, (customers_table(s.seed, months), transactions_table(state, months),
+                             labels_table(s, months), metrics_table(period, months)), strict=True))
+
+
+def customers_table(seed: int, months: list[ShardMonth]) -> pa.Table:
+    """raw_customers of the month's new customers, by id (per shard: shards are id ranges)."""
     cust = {k: np.concatenate([m.new_customers[k] for m in months if m.new_customers] or [np.empty(0)])
             for k in ("customer_id", "age", "segment", "since")}
     cid = cust["customer_id"].astype(np.int64)
     order = np.argsort(cid, kind="stable")
     cid = cid[order]
-    identity = identity_columns(s.seed, cid)
+    identity = identity_columns(seed, cid)
     customers = pa.table({
         "customer_id": cid,
         "first_name": identity["first_name"],
@@ -133,7 +141,11 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
         "state": identity["state"],
         "postal_code": identity["postal_code"],
     }, schema=CUSTOMERS)
+    return customers
 
+
+def transactions_table(state: RunState, months: list[ShardMonth]) -> pa.Table:
+    """raw_transactions: every shard's purchases in (time, customer) order, ids from ``state``'s next."""
     p = [m.purchases for m in months]
     t = np.concatenate([x.t for x in p])
     pcid = np.concatenate([x.customer_id for x in p])
@@ -148,7 +160,11 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
         "category": codes_to_strings("category", np.concatenate([x.category for x in p])[order]),
         "channel": codes_to_strings("channel", np.concatenate([x.channel for x in p])[order]),
     }, schema=TRANSACTIONS)
+    return transactions
 
+
+def labels_table(s: Scenario, months: list[ShardMonth]) -> pa.Table:
+    """customer_labels of the month's label cohort, by customer id (per shard: shards are id ranges)."""
     lab = {k: np.concatenate([m.labels[k] for m in months]) for k in months[0].labels}
     order = np.argsort(lab["customer_id"], kind="stable")
     lab = {k: v[order] for k, v in lab.items()}
@@ -163,7 +179,11 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
         "dropout_date": days_to_date32(lab["dropout_day"], mask=~lab["dropped_out"]),
         "experiment_arms": _arms_map(lab["experiment_arms"], [e.name for e in s.experiments]),
     }, schema=LABELS)
+    return labels
 
+
+def metrics_table(period: Period, months: list[ShardMonth]) -> pa.Table:
+    """daily_metrics: the shards' daily partials summed."""
     daily = months[0].daily
     for m in months[1:]:
         daily = daily + m.daily
@@ -182,4 +202,4 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
         "new_customers": daily.new_customers.ravel().astype(np.int64),
         "dropouts": daily.dropouts.ravel().astype(np.int64),
     }, schema=DAILY_METRICS)
-    return dict(zip(TABLES, (customers, transactions, labels, metrics), strict=True))
+    return metrics

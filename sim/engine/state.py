@@ -43,6 +43,9 @@ class ShardMonth:
     purchases: Purchases
     labels: dict[str, np.ndarray]
     daily: DailyPartials
+    # Tables this shard's worker already wrote to the lake (name -> sim.lake.files.DataFile; "state"
+    # its new state), their arrays then left out: the coordinator only commits them.
+    files: dict[str, object] = field(default_factory=dict)
 
 
 def initial_state(s: Scenario, scales: TargetScales) -> RunState:

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from sim.engine.month import simulate_shard
 from sim.engine.process import process_runner
 from sim.engine.state import RunState, ShardMonth
 from sim.engine.step import ShardRunner, local_runner, shards_for
+from sim.lake.sink import write_shard_files
 from sim.model.agents import Agents
 from sim.model.calendar import Period
 from sim.model.population import arrivals
@@ -53,9 +55,17 @@ def _scenario(wire: tuple[str, dict | None]) -> Scenario:
     return _SCENARIOS[digest]
 
 
+# shard -> (period index, the month's arrays) of a speculative month, written only once it is used.
+_UNWRITTEN: dict[int, tuple[int, ShardMonth]] = {}
+
+
 def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, agents: Agents | int,
-                   period: Period, ids: np.ndarray, t: np.ndarray) -> tuple[Agents, ShardMonth]:
-    """Simulate one shard-month; an int ``agents`` names the resident state after that period."""
+                   period: Period, ids: np.ndarray, t: np.ndarray, lake: str | None) -> tuple[Agents, ShardMonth]:
+    """Simulate one shard-month; an int ``agents`` names the resident state after that period.
+
+    With ``lake`` the shard's customers, labels and state are written there (not committed) and
+    only their metadata returns; without, a month is kept for :func:`_write_in_worker`.
+    """
     s = _scenario(wire)
     if isinstance(agents, int):
         agents = _RESIDENT[(shard, agents)]
@@ -63,7 +73,17 @@ def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, a
     _RESIDENT[(shard, period.index)] = new
     for key in [key for key in _RESIDENT if key[0] == shard and key[1] < period.index - 1]:
         del _RESIDENT[key]
-    return new, month
+    if lake is None:
+        _UNWRITTEN[shard] = (period.index, month)
+        return new, month
+    return new, write_shard_files(Path(lake), s, period, new, month)
+
+
+def _write_in_worker(wire: tuple[str, dict | None], shard: int, period: Period, lake: str) -> ShardMonth:
+    """Write a speculative month the coordinator has now taken (see :func:`_run_in_worker`)."""
+    index, month = _UNWRITTEN.pop(shard)
+    assert index == period.index, (index, period.index)
+    return write_shard_files(Path(lake), _scenario(wire), period, _RESIDENT[(shard, index)], month)
 
 
 def _watch_coordinator(pid: int) -> None:
@@ -152,6 +172,7 @@ class ProcessRunner:
         self._returned: dict[int, tuple[Agents, int]] = {}  # shard -> (state object, its period index)
         self._sent: set[tuple[int, str]] = set()  # (worker, scenario digest) already shipped
         self._next: _Speculation | None = None
+        self._lake: str | None = None
         self._finalizer = weakref.finalize(self, _shutdown, self._pools)
 
     def _pool(self, shard: int) -> ProcessPoolExecutor:
@@ -165,7 +186,13 @@ class ProcessRunner:
             log.debug("started %d shard workers", self.workers)
         return self._pools[shard % self.workers]
 
-    def _submit(self, state: RunState, period: Period, plan: Plan) -> list[Future[tuple[Agents, ShardMonth]]]:
+    def write_into(self, lake: Path | None) -> None:
+        """From now on workers write their shards' customers, labels and state into ``lake``
+        (:func:`sim.lake.sink.write_shard_files`) and return the files; None: they return arrays."""
+        self._lake = None if lake is None else str(lake)
+
+    def _submit(self, state: RunState, period: Period, plan: Plan, *,
+                write: bool = True) -> list[Future[tuple[Agents, ShardMonth]]]:
         # Scenarios hold mapping proxies (not picklable): they travel as plain dicts, once per worker.
         digest = state.scenario.digest()
         data = state.scenario.to_dict()
@@ -176,13 +203,19 @@ class ProcessRunner:
             wire = (digest, None if (k % self.workers, digest) in self._sent else data)
             self._sent.add((k % self.workers, digest))
             futures.append(self._pool(k).submit(_run_in_worker, wire, state.scales, k,
-                                                p if held is agents and len(agents) else agents, period, ids, t))
+                                                p if held is agents and len(agents) else agents, period, ids, t,
+                                                self._lake if write else None))
         return futures
 
     def __call__(self, state: RunState, period: Period, plan: Plan) -> Iterator[tuple[Agents, ShardMonth]]:
         spec, self._next = self._next, None
         if spec is not None and spec.matches(state, period, plan):
             futures = spec.futures
+            if self._lake is not None:  # speculated without writing: the workers write it now
+                done = [(f.result(), k) for f, k in zip(futures, plan, strict=True)]
+                digest = state.scenario.digest()
+                writes = [self._pool(k).submit(_write_in_worker, (digest, None), k, period, self._lake) for _, k in done]
+                futures = [_done_future((a, w.result())) for ((a, _), _), w in zip(done, writes, strict=True)]
         else:
             if spec is not None:
                 log.debug("speculative %s not used", spec.period.label)
@@ -205,7 +238,7 @@ class ProcessRunner:
         except Exception:  # past the horizon or otherwise unplannable: just don't start early
             log.debug("no speculative month after %s", period.label, exc_info=True)
             return
-        futures = self._submit(after, nxt, nxt_plan)
+        futures = self._submit(after, nxt, nxt_plan, write=False)  # nothing lands in the lake unasked
         self._next = _Speculation((after.scenario.digest(), after.scales, nxt.index), nxt, nxt_plan,
                                   {k: after.shards.get(k) for k in nxt_plan}, futures)
 
@@ -225,6 +258,12 @@ class ProcessRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _done_future(value: tuple[Agents, ShardMonth]) -> Future[tuple[Agents, ShardMonth]]:
+    f: Future[tuple[Agents, ShardMonth]] = Future()
+    f.set_result(value)
+    return f
 
 
 def close_runner(runner: ShardRunner) -> None:

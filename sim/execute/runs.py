@@ -141,7 +141,17 @@ def _carry_out(lake: Path, plan: Plan, status: LakeStatus, *, command: str, runn
     write_json(internal_dir(lake) / "intent.json", intent)
     write_json(internal_dir(lake) / "scenario.json", plan.scenario.to_dict())
     sink = DeltaSink(lake, batch=corrupting_batch, carry=carry, progress=progress)
-    return drive(state, plan.target, runner=runner, sink=sink)
+    corruption = plan.scenario.corruption
+    # Workers that can write their shards' files write them (the coordinator only commits), unless
+    # the month is corrupted: the defects are injected into whole tables on the coordinator.
+    write_into = getattr(runner, "write_into", None)
+    if write_into is None or corruption.rate > 0 or corruption.rates:
+        return drive(state, plan.target, runner=runner, sink=sink)
+    write_into(lake)
+    try:
+        return drive(state, plan.target, runner=runner, sink=sink)
+    finally:
+        write_into(None)
 
 
 def corrupting_batch(before: RunState, period: Period, months: list[ShardMonth],

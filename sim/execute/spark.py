@@ -9,8 +9,8 @@ Why the driver commits: Spark here has no Delta jars, and the store's exactly-on
 (application transactions per table, state committed last) lives in :mod:`sim.lake.sink`. Collecting
 one month of arrays is bounded by the month's size, not the run's, and the tables are
 byte-identical to the local engine's because the same code builds them from the same arrays.
-On Databricks, :func:`month_dataframes` turns a month's Arrow tables into Spark DataFrames for
-``saveAsTable``.
+On Databricks, :func:`month_dataframes` reads a month's rows back from the files its commit added
+(in the executors) as Spark DataFrames for ``saveAsTable``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from sim.batch.tables import TABLES
 from sim.engine.metrics import DailyPartials
 from sim.engine.month import simulate_shard
 from sim.engine.state import RunState, ShardMonth
+from sim.errors import StorageError
+from sim.lake.read import month_files
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.scenario import Scenario, scenario_from_dict
@@ -212,7 +215,18 @@ def run_spark(
                      progress=progress)
 
 
-def month_dataframes(spark: SparkSession, tables: dict[str, pa.Table]) -> dict[str, DataFrame]:
-    """A month's Arrow tables as Spark DataFrames (e.g. ``df.write.mode('append').saveAsTable(...)``)."""
-    return {name: spark.createDataFrame(table) for name, table in tables.items()}
+def month_dataframes(spark: SparkSession, lake: str | Path, month: str, *,
+                     tables: tuple[str, ...] = TABLES) -> dict[str, DataFrame]:
+    """Month ``month``'s (``YYYY-MM``) rows of each table as Spark DataFrames, e.g. for
+    ``df.write.mode('append').saveAsTable(...)``.
 
+    Read by the executors from the Parquet files the month's commit added to the lake, so no
+    month ever passes through the driver's memory.
+    """
+    out = {}
+    for name in tables:
+        files = month_files(lake, name, month)
+        if not files:
+            raise StorageError(f"{Path(lake) / name}: expected a commit of month {month} (found none)")
+        out[name] = spark.read.parquet(*files)
+    return out

@@ -9,6 +9,7 @@ from deltalake import DeltaTable
 
 from sim.batch.tables import TABLES
 from sim.lake.lock import lake_lock
+from sim.lake.state import internal_dir
 from sim.lake.status import lake_dir
 
 
@@ -18,8 +19,14 @@ def _files(path: Path) -> tuple[int, int]:
     return len(uris), sum(os.path.getsize(u.removeprefix("file://")) for u in uris)
 
 
+def _vacuum(dt_: DeltaTable, retention_hours: int) -> None:
+    # full: also the files no commit ever referenced (a worker's or coordinator's killed month).
+    dt_.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=retention_hours >= 168,
+               full=True)
+
+
 def optimize(lake: str | Path = "./lake", *, retention_hours: int = 168) -> dict[str, dict[str, int]]:
-    """Compact small files (z-order transactions by customer), checkpoint, vacuum old files.
+    """Compact small files (z-order transactions by customer), checkpoint, vacuum old and orphaned files.
 
     Returns files and bytes per table before and after.
     """
@@ -39,7 +46,11 @@ def optimize(lake: str | Path = "./lake", *, retention_hours: int = 168) -> dict
                 dt_.optimize.compact()
             dt_ = DeltaTable(str(path))
             dt_.create_checkpoint()
-            dt_.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=retention_hours >= 168)
+            _vacuum(dt_, retention_hours)
             files1, bytes1 = _files(path)
             out[name] = {"files_before": files0, "bytes_before": bytes0, "files_after": files1, "bytes_after": bytes1}
+        state = internal_dir(lake) / "state"
+        if DeltaTable.is_deltatable(str(state)):
+            # Not compacted: the state commit names each shard's own file.
+            _vacuum(DeltaTable(str(state)), retention_hours)
     return out

@@ -7,13 +7,16 @@ cleanly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-__all__ = ["read_delta", "read_table"]
+from sim.lake.state import META_KEY
+
+__all__ = ["month_files", "read_delta", "read_table"]
 
 
 def read_delta(table: DeltaTable, *, columns: list[str] | None = None) -> pa.Table:
@@ -30,3 +33,19 @@ def read_delta(table: DeltaTable, *, columns: list[str] | None = None) -> pa.Tab
 def read_table(lake: str | Path, name: str, *, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
     """The lake's table ``name``, optionally as of a Delta ``version``."""
     return read_delta(DeltaTable(str(Path(lake) / name), version=version), columns=columns)
+
+
+def month_files(lake: str | Path, name: str, month: str) -> list[str]:
+    """The data files table ``name``'s commit of ``month`` (``YYYY-MM``) added, in commit order.
+
+    What the month's writers put in storage: readers (Spark on Databricks) take the month's rows
+    from these files, not from any process's memory. Empty when the table holds no such commit.
+    """
+    path = str(Path(lake) / name)
+    dt_ = DeltaTable(path)
+    version = next((h["version"] for h in dt_.history()
+                    if META_KEY in h and json.loads(h[META_KEY]).get("month") == month), None)
+    if version is None:
+        return []
+    before = set(DeltaTable(path, version=version - 1).file_uris()) if version > 0 else set()
+    return [f for f in DeltaTable(path, version=version).file_uris() if f not in before]

@@ -26,25 +26,32 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
 
-from sim.batch.tables import TABLES, month_tables
+from sim.batch.tables import SCHEMAS, TABLES, customers_table, labels_table, metrics_table, month_tables, transactions_table
 from sim.engine.state import RunState, ShardMonth
-from sim.lake.faults import checkpoint
-from sim.lake.state import APP_ID, META_KEY, internal_dir, package_version, state_meta, state_table, to_ipc
+from sim.lake.faults import checkpoint, worker_checkpoint
+from sim.lake.files import DataFile, commit_files, part_name, write_part
+from sim.lake.state import (APP_ID, META_KEY, STATE_FILES_KEY, internal_dir, package_version, shard_state_table,
+                            state_meta, state_schema, to_ipc)
+from sim.model.agents import Agents
 from sim.model.calendar import Period
+from sim.scenario import Scenario
 
-__all__ = ["MANIFEST_TABLE", "Batcher", "DeltaSink", "MonthWritten", "commit_month", "plain_batch"]
+__all__ = ["MANIFEST_TABLE", "Batcher", "DeltaSink", "MonthWritten", "Part", "commit_month", "month_done",
+           "plain_batch", "write_shard_files", "write_state_files"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_TABLE = "quality_manifest"
 
 # The month's tables from its shard arrays, and what a batch carries to the next one (late arrivals).
+# A table's month: rows to write here, or files written elsewhere (a worker) with their schema.
+Part = pa.Table | tuple[pa.Schema, list[DataFile]]
 Batcher = Callable[[RunState, Period, list[ShardMonth], pa.Table | None], tuple[dict[str, pa.Table], pa.Table | None]]
 
 
@@ -75,35 +82,106 @@ class DeltaSink:
         self.lake, self.batch, self.carry, self.progress = lake, batch, carry, progress
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
-        tables, self.carry = self.batch(before, period, months, self.carry)
-        written = commit_month(self.lake, after, period, tables, carry=self.carry)
+        if months and all(m.files for m in months):
+            # The workers wrote their shards' customers, labels and state (a plain batch: the
+            # runner writes only when nothing corrupts the month); transactions need the month's
+            # global (time, customer) order for their ids, daily metrics every shard's partials.
+            tables: dict[str, Part] = {
+                "raw_customers": (SCHEMAS["raw_customers"], [_file(m, "raw_customers") for m in months if "raw_customers" in m.files]),
+                "raw_transactions": transactions_table(before, months),
+                "customer_labels": (SCHEMAS["customer_labels"], [_file(m, "customer_labels") for m in months if "customer_labels" in m.files]),
+                "daily_metrics": metrics_table(period, months)}
+            state_files = {m.shard: _file(m, "state") for m in months}
+        else:
+            tables, self.carry = self.batch(before, period, months, self.carry)
+            state_files = None
+        written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if self.progress:
             self.progress(written)
 
 
-def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, pa.Table], *,
-                 carry: pa.Table | None) -> MonthWritten:
-    """Commit one month's tables (the four, then any others), each once, then the state ``after``."""
+def _file(month: ShardMonth, name: str) -> DataFile:
+    f = month.files[name]
+    assert isinstance(f, DataFile)
+    return f
+
+
+def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Agents, month: ShardMonth) -> ShardMonth:
+    """Write one shard's customers, labels and new state into the lake (in the shard's worker).
+
+    Returns the month with those arrays replaced by the files' metadata; nothing is committed
+    (the coordinator commits every shard's files in one commit per table). An empty part writes
+    no file.
+    """
+    month_no = period.index + 1
+    files: dict[str, object] = {}
+    for name, rows in (("raw_customers", customers_table(scenario.seed, [month])),
+                       ("customer_labels", labels_table(scenario, [month]))):
+        if rows.num_rows:
+            files[name] = write_part(lake / name, rows, name=part_name(month=month_no, shard=month.shard, kind=name))
+    files["state"] = write_part(internal_dir(lake) / "state", shard_state_table(month.shard, agents),
+                                name=part_name(month=month_no, shard=month.shard, kind="state"))
+    worker_checkpoint(f"after shard {month.shard} files {period.label}")
+    return replace(month, new_customers={}, labels={}, files=files)
+
+
+def month_done(lake: Path, name: str, month_no: int) -> bool:
+    """Whether table ``name`` already holds month ``month_no`` (1-based): its commit is skipped."""
+    return _done(_load(lake / name), month_no)
+
+
+def _load(path: Path) -> DeltaTable | None:
+    return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
+
+
+def _done(table: DeltaTable | None, month_no: int) -> bool:
+    return table is not None and (table.transaction_version(APP_ID) or 0) >= month_no
+
+
+def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None = None) -> dict[int, DataFile]:
+    """Write each shard's state (``shards``, default all) as its own file of the state table."""
+    month_no = state.period.index + 1 if state.period is not None else 0
+    where = internal_dir(lake) / "state"
+    return {k: write_part(where, shard_state_table(k, state.shards[k]), name=part_name(month=month_no, shard=k, kind="state"))
+            for k in (sorted(state.shards) if shards is None else shards)}
+
+
+def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, Part], *,
+                 carry: pa.Table | None, state_files: dict[int, DataFile] | None = None) -> MonthWritten:
+    """Commit one month's tables (the four, then any others), each once, then the state ``after``.
+
+    A table given as rows is written here, just before its commit; one given as files (written
+    by a worker) is only committed. A table that already holds the month is skipped, and so are
+    its files: no commit references them (vacuum removes them). ``state_files`` are the shards'
+    state files the workers wrote; missing shards are written here from ``after``.
+    """
     month_no = period.index + 1
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": package_version(), "month": period.label, "period_index": period.index}
     written = MonthWritten(period, {})
     for name in (*TABLES, *(n for n in tables if n not in TABLES)):
-        path = str(lake / name)
-        if DeltaTable.is_deltatable(path) and (DeltaTable(path).transaction_version(APP_ID) or 0) >= month_no:
+        current = _load(lake / name)  # loaded once: the exactly-once check, then the commit
+        if _done(current, month_no):
             written.skipped.append(name)
             continue
         checkpoint(f"before {name} {period.label}")
-        write_deltalake(path, tables[name], mode="append", commit_properties=CommitProperties(
+        part = tables[name]
+        if isinstance(part, pa.Table):
+            schema, files = part.schema, [write_part(lake / name, part, name=part_name(month=month_no, shard=None, kind=name))]
+        else:
+            schema, files = part
+        commit_files(lake / name, files, schema=schema, mode="append", commit_properties=CommitProperties(
             custom_metadata={META_KEY: json.dumps(meta_common)},
-            app_transactions=[Transaction(APP_ID, month_no)]))
-        written.rows[name] = tables[name].num_rows
+            app_transactions=[Transaction(APP_ID, month_no)]), current=current)
+        written.rows[name] = sum(f.num_records for f in files)
         checkpoint(f"after {name} {period.label}")
-    state_path = str(internal_dir(lake) / "state")
-    meta = {**state_meta(after), "carry": to_ipc(carry)}
-    write_deltalake(state_path, state_table(after), mode="overwrite", schema_mode="overwrite",
-                    commit_properties=CommitProperties(custom_metadata={META_KEY: json.dumps(meta)},
-                                                       app_transactions=[Transaction(APP_ID, month_no)]))
+    state = dict(state_files or {})
+    state |= write_state_files(lake, after, shards=[k for k in sorted(after.shards) if k not in state])
+    schema = state_schema()
+    meta = {**state_meta(after), "carry": to_ipc(carry), STATE_FILES_KEY: {str(k): f.path for k, f in sorted(state.items())}}
+    commit_files(internal_dir(lake) / "state", [state[k] for k in sorted(state)], schema=schema, mode="overwrite",
+                 commit_properties=CommitProperties(custom_metadata={META_KEY: json.dumps(meta)},
+                                                    app_transactions=[Transaction(APP_ID, month_no)]))
     checkpoint(f"after state {period.label}")
     return written

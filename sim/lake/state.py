@@ -22,6 +22,9 @@ META_KEY = "churnsim"  # the commit metadata key of churnsim's own metadata
 # A lake of another format is refused before a month is written. 2: customer_labels carries
 # experiment_arms (a map), not experiment_arm; a month of the new schema cannot join a format-1 table.
 STATE_FORMAT = 2
+# The state commit's metadata maps each shard to its file (relative to the state table): a worker
+# reads its own shard's state and nothing else.
+STATE_FILES_KEY = "state_files"
 
 
 def internal_dir(lake: Path) -> Path:
@@ -39,14 +42,38 @@ def compatible(version: str) -> bool:
     return version.split(".")[:2] == package_version().split(".")[:2]
 
 
+def shard_state_table(shard: int, agents: Agents) -> pa.Table:
+    """One shard's state rows (the state table holds one file of them per shard)."""
+    cols = agents.columns()
+    cols["flags"] = cols["flags"].view(np.int64)  # Delta has no unsigned integers
+    return pa.table({"shard": np.full(len(agents), shard, np.int32), **cols})
+
+
+def state_schema() -> pa.Schema:
+    return shard_state_table(0, Agents.empty()).schema
+
+
 def state_table(state: RunState) -> pa.Table:
-    parts = []
-    for shard, agents in sorted(state.shards.items()):
-        cols = agents.columns()
-        cols["flags"] = cols["flags"].view(np.int64)  # Delta has no unsigned integers
-        t = pa.table({"shard": np.full(len(agents), shard, np.int32), **cols})
-        parts.append(t)
-    return pa.concat_tables(parts) if parts else pa.table({"shard": pa.array([], pa.int32())})
+    parts = [shard_state_table(shard, agents) for shard, agents in sorted(state.shards.items())]
+    return pa.concat_tables(parts) if parts else state_schema().empty_table()
+
+
+def agents_from(table: pa.Table) -> Agents:
+    """One shard's state from its rows (the inverse of :func:`shard_state_table`)."""
+    cols = {name: table.column(name).to_numpy() for name in table.column_names if name != "shard"}
+    if "flags" in cols:
+        cols["flags"] = cols["flags"].astype(np.int64).view(np.uint64)
+    return Agents.from_columns(cols)
+
+
+def read_shard_state(state_dir: str | Path, meta: dict[str, Any], shard: int) -> Agents:
+    """Shard ``shard``'s state as the state commit with metadata ``meta`` left it (only its file is read)."""
+    import pyarrow.parquet as pq
+
+    rel = (meta.get(STATE_FILES_KEY) or {}).get(str(shard))
+    if rel is None:
+        return Agents.empty()
+    return agents_from(pq.read_table(f"{str(state_dir).rstrip('/')}/{rel}"))
 
 
 def state_meta(state: RunState) -> dict[str, Any]:

@@ -43,10 +43,24 @@ def test_spark_lake_matches_local(assert_same_tables, spark, scenario: Scenario,
     assert_same_tables({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
 
 
-def test_month_dataframes(spark, reference: dict[str, pa.Table]) -> None:
+def test_month_dataframes_are_read_from_the_files_of_the_months_commit(spark, scenario: Scenario, tmp_path: Path) -> None:
+    from sim.errors import StorageError
+    from sim.execute import runs
     from sim.execute.spark import month_dataframes
+    from sim.lake.read import month_files, read_table
 
-    dfs = month_dataframes(spark, {n: t.slice(0, 50) for n, t in reference.items()})
+    lake = tmp_path / "lake"
+    runs.run(scenario, lake, months=2)
+    dfs = month_dataframes(spark, lake, "2024-02")
     for name, df in dfs.items():
-        assert df.toArrow().num_rows == min(50, reference[name].num_rows)
-        assert df.columns == reference[name].column_names
+        files = month_files(lake, name, "2024-02")
+        assert files and all(f.startswith(str(lake / name)) for f in files)
+        # Exactly the rows month 2 added: the table at version 1 minus the table at version 0.
+        want = read_table(lake, name, version=1).num_rows - read_table(lake, name, version=0).num_rows
+        assert df.count() == want > 0, name
+        assert df.columns == read_table(lake, name).column_names
+    got = dfs["raw_customers"].toArrow().column("customer_id").to_pylist()
+    assert sorted(got) == sorted(set(read_table(lake, "raw_customers").column("customer_id").to_pylist())
+                                 - set(read_table(lake, "raw_customers", version=0).column("customer_id").to_pylist()))
+    with pytest.raises(StorageError, match="expected a commit of month 2024-03"):
+        month_dataframes(spark, lake, "2024-03")
