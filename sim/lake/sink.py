@@ -32,12 +32,29 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from sim.batch.tables import SCHEMAS, TABLES, customers_table, labels_table, metrics_table, month_tables, transactions_table
+from sim.batch.tables import (
+    SCHEMAS,
+    TABLES,
+    customers_table,
+    labels_table,
+    metrics_table,
+    month_tables,
+    transactions_table,
+)
 from sim.engine.state import RunState, ShardMonth
 from sim.lake.faults import checkpoint, worker_checkpoint
 from sim.lake.files import DataFile, commit_files, part_name, write_part
-from sim.lake.state import (APP_ID, META_KEY, STATE_FILES_KEY, internal_dir, package_version, shard_state_table,
-                            state_meta, state_schema, to_ipc)
+from sim.lake.state import (
+    APP_ID,
+    META_KEY,
+    STATE_FILES_KEY,
+    internal_dir,
+    package_version,
+    shard_state_table,
+    state_meta,
+    state_schema,
+    to_ipc,
+)
 from sim.model.agents import Agents
 from sim.model.calendar import Period
 from sim.scenario import Scenario
