@@ -50,7 +50,7 @@ def run(
         lake: lake directory (created if missing).
         months: months to simulate (default: the scenario's horizon).
         overwrite: replace a lake that holds another or a finished run.
-        runner: how shards are executed (see :mod:`sim.parallel`).
+        runner: how shards are executed (see :mod:`sim.execute.parallel`).
         progress: called after each committed month.
         on_plan: called with the decision (taken under the lake's lock) before anything is written.
 
