@@ -29,7 +29,7 @@ import numpy as np
 import simpy
 
 from sim.contracts import NEW_CUSTOMER
-from sim.engine.month import in_customer_order, Month, simulate_shard
+from sim.engine.month import Month, in_customer_order, simulate_shard
 from sim.engine.state import RunState, ShardMonth
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
