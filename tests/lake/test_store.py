@@ -496,9 +496,9 @@ def test_a_lake_of_another_state_format_is_refused_before_a_month_is_written(tmp
     runs.run(s, lake, months=2)
     versions = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
     monkeypatch.setattr(lake_status_module, "STATE_FORMAT", STATE_FORMAT + 1)  # this build reads the lake as older
-    with pytest.raises(StorageError, match=r"state format 3\); this is .*, which cannot continue it"):
+    with pytest.raises(StorageError, match=r"state format 4\); this is .*, which cannot continue it"):
         runs.append(lake, months=1)
-    with pytest.raises(StorageError, match=r"state format 3\); this is .*, which cannot continue it; pass --overwrite"):
+    with pytest.raises(StorageError, match=r"state format 4\); this is .*, which cannot continue it; pass --overwrite"):
         runs.run(s, lake, months=3)
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == versions
 
