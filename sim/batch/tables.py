@@ -14,14 +14,16 @@ import pyarrow as pa
 
 from sim.contracts import CATEGORIES, CHANNELS, SEGMENTS
 from sim.model.calendar import Period, epoch_day
+from sim.model.agents import Purchases
 from sim.model.identity import identity_columns
 
 if TYPE_CHECKING:
     from sim.engine.state import RunState, ShardMonth
     from sim.scenario import Scenario
 
-__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "labels_table",
-           "metrics_table", "month_tables", "transactions_table"]
+__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "first_ids", "in_time_order",
+           "labels_table", "metrics_table", "month_tables", "purchase_days", "shard_ids", "shard_transactions",
+           "transactions_table"]
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -80,6 +82,7 @@ SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABEL
 _SEGMENTS = pa.array(SEGMENTS, pa.string())
 _CHANNELS = pa.array(CHANNELS, pa.string())
 _CATEGORIES = pa.array(CATEGORIES, pa.string())
+_PURCHASE_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")
 _DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES}
 
 
@@ -114,7 +117,7 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
     """The month's four tables from the shards' arrays.
 
     ``state`` is the state *before* the month (its next ids are this month's first ids).
-    Transaction ids follow (timestamp, customer_id) order, so they do not depend on sharding.
+    Transaction ids follow (day, shard, timestamp, customer_id) order (:func:`first_ids`).
     """
     s = state.scenario
     return dict(zip(TABLES, (customers_table(s.seed, months), transactions_table(state, months),
@@ -145,22 +148,76 @@ def customers_table(seed: int, months: list[ShardMonth]) -> pa.Table:
 
 
 def transactions_table(state: RunState, months: list[ShardMonth]) -> pa.Table:
-    """raw_transactions: every shard's purchases in (time, customer) order, ids from ``state``'s next."""
-    p = [m.purchases for m in months]
-    t = np.concatenate([x.t for x in p])
-    pcid = np.concatenate([x.customer_id for x in p])
-    order = np.lexsort((pcid, t))
-    t, pcid = t[order], pcid[order]
-    transactions = pa.table({
-        "transaction_id": np.arange(state.next_transaction_id, state.next_transaction_id + len(t), dtype=np.int64),
-        "customer_id": pcid,
-        "transaction_date": days_to_date32(np.floor(t)),
-        "transaction_ts": timestamps(t),
-        "amount": np.concatenate([x.amount for x in p])[order],
-        "category": codes_to_strings("category", np.concatenate([x.category for x in p])[order]),
-        "channel": codes_to_strings("channel", np.concatenate([x.channel for x in p])[order]),
+    """raw_transactions of the month in id order, ids from ``state``'s next (see :func:`first_ids`)."""
+    parts = {m.shard: in_time_order(m.purchases) for m in months}
+    days = {k: purchase_days(p.t) for k, p in parts.items()}
+    firsts = first_ids(state.next_transaction_id, days)
+    ids = np.concatenate([shard_ids(*days[k], firsts[k]) for k in parts] or [np.empty(0, np.int64)])
+    # Each id names its row's place: a permutation, no sort.
+    order = np.empty(len(ids), np.int64)
+    order[ids - state.next_transaction_id] = np.arange(len(ids))
+    p = _concat_purchases(list(parts.values()))
+    return _transactions(ids[order], Purchases(*(getattr(p, f)[order] for f in _PURCHASE_FIELDS)))
+
+
+def in_time_order(p: Purchases) -> Purchases:
+    """One shard's purchases by (time, customer): the order its transaction ids are given in."""
+    order = np.lexsort((p.customer_id, p.t))
+    return Purchases(*(getattr(p, f)[order] for f in _PURCHASE_FIELDS))
+
+
+def purchase_days(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The days (epoch days) purchases at sorted times ``t`` fall on, and how many on each."""
+    days, counts = np.unique(np.floor(t).astype(np.int64), return_counts=True)
+    return days, counts.astype(np.int64)
+
+
+def first_ids(first_id: int, days: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[int, np.ndarray]:
+    """Each shard's first transaction id on each of its purchase days (``days``: shard -> days, counts).
+
+    Ids are dense from ``first_id`` in (day, shard, time, customer) order: they follow time order
+    by day, and each shard's ids are known from every shard's per-day counts alone, so a shard's
+    transactions are written wherever the shard ran. A pure function of the counts.
+    """
+    shards = sorted(days)
+    shard = np.concatenate([np.full(len(days[k][0]), k, np.int64) for k in shards] or [np.empty(0, np.int64)])
+    day = np.concatenate([days[k][0] for k in shards] or [np.empty(0, np.int64)])
+    n = np.concatenate([days[k][1] for k in shards] or [np.empty(0, np.int64)])
+    order = np.lexsort((shard, day))
+    start = np.empty(len(n), np.int64)
+    start[order] = first_id + np.r_[0, np.cumsum(n[order])[:-1]].astype(np.int64)
+    bounds = np.cumsum([0, *(len(days[k][0]) for k in shards)])
+    return {k: start[bounds[i]:bounds[i + 1]] for i, k in enumerate(shards)}
+
+
+def shard_ids(days: np.ndarray, counts: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """The transaction ids of one shard's purchases in time order, from :func:`first_ids`."""
+    offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    return np.repeat(firsts - offsets, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+
+def shard_transactions(p: Purchases, days: tuple[np.ndarray, np.ndarray], firsts: np.ndarray) -> pa.Table:
+    """One shard's raw_transactions part: ``p`` in time order (:func:`in_time_order`), ids assigned."""
+    return _transactions(shard_ids(*days, firsts), p)
+
+
+def _transactions(ids: np.ndarray, p: Purchases) -> pa.Table:
+    return pa.table({
+        "transaction_id": ids,
+        "customer_id": p.customer_id,
+        "transaction_date": days_to_date32(np.floor(p.t)),
+        "transaction_ts": timestamps(p.t),
+        "amount": p.amount,
+        "category": codes_to_strings("category", p.category),
+        "channel": codes_to_strings("channel", p.channel),
     }, schema=TRANSACTIONS)
-    return transactions
+
+
+def _concat_purchases(parts: list[Purchases]) -> Purchases:
+    if not parts:
+        e = np.empty(0)
+        return Purchases(e.astype(np.int64), e, e, e.astype(np.int8), e.astype(np.int8), e.astype(np.int8))
+    return Purchases(*(np.concatenate([getattr(p, f) for p in parts]) for f in _PURCHASE_FIELDS))
 
 
 def labels_table(s: Scenario, months: list[ShardMonth]) -> pa.Table:

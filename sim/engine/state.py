@@ -46,6 +46,14 @@ class ShardMonth:
     # Tables this shard's worker already wrote to the lake (name -> sim.lake.files.DataFile; "state"
     # its new state), their arrays then left out: the coordinator only commits them.
     files: dict[str, object] = field(default_factory=dict)
+    # Per-day purchase counts (epoch days, counts) when the purchases stayed with the worker that
+    # made them (it writes their transactions once the coordinator has given each day its first id);
+    # ``purchases`` is then empty.
+    days: tuple[np.ndarray, np.ndarray] | None = None
+
+    def purchase_count(self) -> int:
+        """The shard's purchases this month (made here or kept by its worker)."""
+        return int(self.days[1].sum()) if self.days is not None else len(self.purchases.t)
 
 
 def initial_state(s: Scenario, scales: TargetScales) -> RunState:

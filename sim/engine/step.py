@@ -57,7 +57,7 @@ def step(state: RunState, *, runner: ShardRunner = local_runner) -> tuple[RunSta
         shards[month.shard] = agents
         months.append(month)
     months.sort(key=lambda m: m.shard)
-    n_txn = sum(len(m.purchases.t) for m in months)
+    n_txn = sum(m.purchase_count() for m in months)
     new_state = replace(state, period=period, shards=shards,
                         next_customer_id=state.next_customer_id + len(ids),
                         next_transaction_id=state.next_transaction_id + n_txn)

@@ -44,7 +44,7 @@ def drive(state: RunState, target: int, *, runner: ShardRunner = local_runner, s
         pending: Future | None = None
         while state.period is None or state.period.index < target:
             after, period, months = step(state, runner=runner)
-            log.debug("simulated %s: %d purchases", period.label, sum(len(m.purchases.t) for m in months))
+            log.debug("simulated %s: %d purchases", period.label, sum(m.purchase_count() for m in months))
             if pending is not None:
                 pending.result()
             pending = writer.submit(sink.write, state, after, period, months)

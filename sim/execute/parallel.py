@@ -7,6 +7,15 @@ only the arrivals go in and the month's arrays (and new state) come out. The res
 used only when the coordinator passes back the very state object this runner returned for that
 shard last month; any other state (a resumed lake, a retried month) is shipped in full, so the
 cache can never make a result differ.
+
+Writing into a lake (:meth:`ProcessRunner.write_into`), a month has two phases. One: each worker
+simulates its shards, writes their customers, labels and state files, keeps their purchases in
+time order and returns per-day purchase counts and the daily-metric partials. Two: from every
+shard's counts the coordinator gives each (day, shard) its first transaction id
+(:func:`sim.batch.tables.first_ids`) and each worker writes its shards' transactions. Only file
+metadata and counts reach the coordinator. The purchases wait in the worker's memory, not in a
+staging file: a worker is a long-lived process that owns its shards, and if it dies the month
+fails and is re-simulated by the rerun (its files are orphans for ``optimize``).
 """
 
 from __future__ import annotations
@@ -23,12 +32,13 @@ from typing import Literal
 
 import numpy as np
 
+from sim.batch.tables import first_ids, in_time_order, purchase_days
 from sim.engine.month import simulate_shard
 from sim.engine.process import process_runner
 from sim.engine.state import RunState, ShardMonth
 from sim.engine.step import ShardRunner, local_runner, shards_for
-from sim.lake.sink import write_shard_files
-from sim.model.agents import Agents
+from sim.lake.sink import write_shard_files, write_shard_transactions
+from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.model.population import arrivals
 from sim.model.rates import TargetScales
@@ -39,6 +49,7 @@ __all__ = ["ProcessRunner", "close_runner", "make_runner"]
 log = logging.getLogger(__name__)
 
 Plan = dict[int, tuple[np.ndarray, np.ndarray]]
+_NO_PURCHASES = Purchases(*(np.empty(0, d) for d in (np.int64, float, float, np.int8, np.int8, np.int8)))
 
 # --------------------------------------------------------------------------- inside a worker process
 
@@ -76,14 +87,35 @@ def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, a
     if lake is None:
         _UNWRITTEN[shard] = (period.index, month)
         return new, month
-    return new, write_shard_files(Path(lake), s, period, new, month)
+    return new, _write_and_keep(Path(lake), s, period, new, month)
 
 
 def _write_in_worker(wire: tuple[str, dict | None], shard: int, period: Period, lake: str) -> ShardMonth:
     """Write a speculative month the coordinator has now taken (see :func:`_run_in_worker`)."""
     index, month = _UNWRITTEN.pop(shard)
     assert index == period.index, (index, period.index)
-    return write_shard_files(Path(lake), _scenario(wire), period, _RESIDENT[(shard, index)], month)
+    return _write_and_keep(Path(lake), _scenario(wire), period, _RESIDENT[(shard, index)], month)
+
+
+# shard -> (period index, its month's purchases in time order): kept between the month's two phases.
+_KEPT: dict[int, tuple[int, Purchases, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def _write_and_keep(lake: Path, s: Scenario, period: Period, agents: Agents, month: ShardMonth) -> ShardMonth:
+    """Phase one: write the shard's customers, labels and state; keep its purchases, return their
+    per-day counts (the coordinator gives each day its first transaction id from every shard's)."""
+    written = write_shard_files(lake, s, period, agents, month)
+    p = in_time_order(month.purchases)
+    days = purchase_days(p.t)
+    _KEPT[month.shard] = (period.index, p, days)
+    return replace(written, purchases=_NO_PURCHASES, days=days)
+
+
+def _write_transactions_in_worker(shard: int, period: Period, lake: str, firsts: np.ndarray) -> object:
+    """Phase two: the kept purchases as the shard's raw_transactions part (None: it bought nothing)."""
+    index, p, days = _KEPT.pop(shard)
+    assert index == period.index, (index, period.index)
+    return write_shard_transactions(Path(lake), period, shard, p, days, firsts)
 
 
 def _watch_coordinator(pid: int) -> None:
@@ -223,10 +255,25 @@ class ProcessRunner:
                     f.cancel()
             futures = self._submit(state, period, plan)
         results = [f.result() for f in futures]  # in plan (shard) order
+        if self._lake is not None:
+            results = self._write_transactions(state, period, results)
         self._returned = {m.shard: (a, period.index) for a, m in results}
         if self.speculate:
             self._speculate(state, period, plan, results)
         return iter(results)
+
+    def _write_transactions(self, state: RunState, period: Period,
+                            results: list[tuple[Agents, ShardMonth]]) -> list[tuple[Agents, ShardMonth]]:
+        """Phase two of a written month: each shard's worker writes its transactions from the ids
+        every shard's per-day counts give it (:func:`sim.batch.tables.first_ids`)."""
+        firsts = first_ids(state.next_transaction_id, {m.shard: m.days for _, m in results if m.days is not None})
+        futures = [self._pool(m.shard).submit(_write_transactions_in_worker, m.shard, period, self._lake, firsts[m.shard])
+                   for _, m in results]
+        out = []
+        for (agents, m), f in zip(results, futures, strict=True):
+            part = f.result()
+            out.append((agents, m if part is None else replace(m, files={**m.files, "raw_transactions": part})))
+        return out
 
     def _speculate(self, state: RunState, period: Period, plan: Plan, results: list[tuple[Agents, ShardMonth]]) -> None:
         try:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction
 
@@ -39,7 +40,7 @@ from sim.batch.tables import (
     labels_table,
     metrics_table,
     month_tables,
-    transactions_table,
+    shard_transactions,
 )
 from sim.engine.state import RunState, ShardMonth
 from sim.lake.faults import checkpoint, worker_checkpoint
@@ -55,12 +56,12 @@ from sim.lake.state import (
     state_schema,
     to_ipc,
 )
-from sim.model.agents import Agents
+from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.scenario import Scenario
 
 __all__ = ["MANIFEST_TABLE", "Batcher", "DeltaSink", "MonthWritten", "Part", "commit_month", "month_done",
-           "plain_batch", "write_shard_files", "write_state_files"]
+           "plain_batch", "write_shard_files", "write_shard_transactions", "write_state_files"]
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,11 @@ class DeltaSink:
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
         if months and all(m.files for m in months):
-            # The workers wrote their shards' customers, labels and state (a plain batch: the
-            # runner writes only when nothing corrupts the month); transactions need the month's
-            # global (time, customer) order for their ids, daily metrics every shard's partials.
-            tables: dict[str, Part] = {
-                "raw_customers": (SCHEMAS["raw_customers"], [_file(m, "raw_customers") for m in months if "raw_customers" in m.files]),
-                "raw_transactions": transactions_table(before, months),
-                "customer_labels": (SCHEMAS["customer_labels"], [_file(m, "customer_labels") for m in months if "customer_labels" in m.files]),
-                "daily_metrics": metrics_table(period, months)}
+            # The workers wrote their shards' parts of every row table (a plain batch: the runner
+            # writes only when nothing corrupts the month); daily metrics are the shards' partials summed.
+            tables: dict[str, Part] = {name: (SCHEMAS[name], [_file(m, name) for m in months if name in m.files])
+                                       for name in ("raw_customers", "raw_transactions", "customer_labels")}
+            tables["daily_metrics"] = metrics_table(period, months)
             state_files = {m.shard: _file(m, "state") for m in months}
         else:
             tables, self.carry = self.batch(before, period, months, self.carry)
@@ -141,6 +139,22 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
                                 name=part_name(month=month_no, shard=month.shard, kind="state"))
     worker_checkpoint(f"after shard {month.shard} files {period.label}")
     return replace(month, new_customers={}, labels={}, files=files)
+
+
+def write_shard_transactions(lake: Path, period: Period, shard: int, purchases: Purchases,
+                             days: tuple[np.ndarray, np.ndarray], firsts: np.ndarray) -> DataFile | None:
+    """Write one shard's raw_transactions part (in the shard's worker), not committed.
+
+    ``purchases`` in time order (:func:`sim.batch.tables.in_time_order`), ``days`` their per-day
+    counts, ``firsts`` each day's first id as the coordinator assigned it
+    (:func:`sim.batch.tables.first_ids`). None when the shard bought nothing.
+    """
+    if not len(purchases.t):
+        return None
+    rows = shard_transactions(purchases, days, firsts)
+    f = write_part(lake / "raw_transactions", rows, name=part_name(month=period.index + 1, shard=shard, kind="raw_transactions"))
+    worker_checkpoint(f"after shard {shard} transactions {period.label}")
+    return f
 
 
 def month_done(lake: Path, name: str, month_no: int) -> bool:

@@ -131,25 +131,63 @@ def _parquet(table: Path) -> set[str]:
     return {p.name for p in table.iterdir() if p.suffix == ".parquet"}
 
 
-def test_a_worker_killed_after_writing_its_files_leaves_orphans_the_rerun_commits_once_and_vacuum_removes(
-        tmp_path: Path) -> None:
-    clean = _cli_run(tmp_path / "clean" / "lake")
+@pytest.fixture(scope="module")
+def clean_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("clean") / "lake"
+    clean = _cli_run(lake)
     assert clean.returncode == 0, clean.stderr
+    return lake
+
+
+def _assert_once_then_vacuumed(lake: Path, clean: Path) -> None:
+    """Every table holds each month once, row for row as a clean run; vacuum leaves only committed files."""
+    for name in ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics"):
+        assert read_table(lake, name).equals(read_table(clean, name)), name  # no duplicate rows, the same order
+        assert DeltaTable(str(lake / name)).transaction_version("churnsim") == 3
+    optimize(lake, retention_hours=0)
+    keys = {"raw_customers": ["customer_id"], "raw_transactions": ["transaction_id"],
+            "customer_labels": ["customer_id", "label_date"]}
+    for name, key in keys.items():  # optimize compacts: the same rows, in other files
+        assert _parquet(lake / name) == {Path(u).name for u in DeltaTable(str(lake / name)).file_uris()}, name
+        assert read_table(lake, name).sort_by([(k, "ascending") for k in key]).equals(
+            read_table(clean, name).sort_by([(k, "ascending") for k in key])), name
+
+
+# Worker 0 (shards 0 and 2) dies in month 1 after writing shard 2's customers, labels and state
+# (phase one, its 2nd checkpoint), or after shard 0's transactions (phase two, its 3rd): nothing committed.
+@pytest.mark.parametrize("die_at", [2, 3], ids=["phase-one", "phase-two"])
+def test_a_worker_killed_after_writing_its_files_leaves_orphans_the_rerun_commits_once_and_vacuum_removes(
+        tmp_path: Path, clean_lake: Path, die_at: int) -> None:
     lake = tmp_path / "killed" / "lake"
-    # Worker 0 (shards 0 and 2) dies after writing shard 2's files of month 1: nothing committed.
-    died = _cli_run(lake, env={"CHURNSIM_WORKER_DIE_AT": "2"})
+    died = _cli_run(lake, env={"CHURNSIM_WORKER_DIE_AT": str(die_at)})
     assert died.returncode != 0
     assert not DeltaTable.is_deltatable(str(lake / "raw_customers"))
     assert len(_parquet(lake / "raw_customers")) == 3  # every shard wrote month 1; no commit names them
+    if die_at == 3:
+        assert _parquet(lake / "raw_transactions")  # shard 0's transactions, named by no commit
+        assert not DeltaTable.is_deltatable(str(lake / "raw_transactions"))
     rerun = _cli_run(lake)
     assert rerun.returncode == 0, rerun.stderr
-    for name in ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics"):
-        got, want = read_table(lake, name), read_table(tmp_path / "clean" / "lake", name)
-        assert got.equals(want), name  # the month once: no duplicate rows, the same rows in order
-        assert DeltaTable(str(lake / name)).transaction_version("churnsim") == 3
     referenced = {Path(u).name for u in DeltaTable(str(lake / "raw_customers")).file_uris()}
     assert _parquet(lake / "raw_customers") - referenced  # the killed month's files are orphans
-    optimize(lake, retention_hours=0)
-    assert _parquet(lake / "raw_customers") == {Path(u).name for u in DeltaTable(str(lake / "raw_customers")).file_uris()}
-    assert read_table(lake, "raw_customers").sort_by("customer_id").equals(
-        read_table(tmp_path / "clean" / "lake", "raw_customers").sort_by("customer_id"))
+    _assert_once_then_vacuumed(lake, clean_lake)
+
+
+# The coordinator dies at its 1st checkpoint (month 1, every worker's files written, nothing
+# committed) or its 11th (month 2: raw_customers committed, raw_transactions not).
+@pytest.mark.parametrize("die_at", [1, 11], ids=["before-any-commit", "between-tables"])
+def test_a_coordinator_killed_after_the_workers_wrote_their_files_commits_each_month_once_on_rerun(
+        tmp_path: Path, clean_lake: Path, die_at: int) -> None:
+    lake = tmp_path / "killed" / "lake"
+    died = _cli_run(lake, env={"CHURNSIM_DIE_AT": str(die_at)})
+    assert died.returncode == 137, died.stderr
+    uncommitted = _parquet(lake / "raw_transactions") - (
+        {Path(u).name for u in DeltaTable(str(lake / "raw_transactions")).file_uris()}
+        if DeltaTable.is_deltatable(str(lake / "raw_transactions")) else set())
+    assert len(uncommitted) == 3  # the killed month's transactions, one part per shard, in no commit
+    if die_at == 11:
+        assert DeltaTable(str(lake / "raw_customers")).transaction_version("churnsim") == 2
+        assert DeltaTable(str(lake / "raw_transactions")).transaction_version("churnsim") == 1
+    rerun = _cli_run(lake)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_once_then_vacuumed(lake, clean_lake)
