@@ -30,7 +30,7 @@ import simpy
 
 from sim.contracts import NEW_CUSTOMER
 from sim.engine.month import Month, in_customer_order, simulate_shard
-from sim.engine.state import RunState, ShardMonth
+from sim.engine.state import RunState, ShardMonth, shard_agents
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
@@ -269,5 +269,5 @@ def process_runner(state: RunState, period: Period, plan: dict[int, tuple[np.nda
                    outputs: bool = True) -> Iterable[tuple[Agents, ShardMonth]]:
     """Run the shards one after another in this process, each customer as its own SimPy process."""
     for k, (ids, t) in plan.items():
-        yield simulate_shard(state.scenario, state.scales, k, state.shards.get(k, Agents.empty()), period,
+        yield simulate_shard(state.scenario, state.scales, k, shard_agents(state.shards.get(k)), period,
                              ids, t, outputs=outputs, engine=ProcessMonth)

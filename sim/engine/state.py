@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +14,31 @@ from sim.model.population import acquisition_total
 from sim.model.rates import TargetScales
 from sim.scenario import Scenario
 
-__all__ = ["RunState", "ShardMonth", "initial_state"]
+__all__ = ["RunState", "ShardMonth", "StoredShard", "initial_state", "shard_agents"]
+
+
+@dataclass(frozen=True)
+class StoredShard:
+    """A shard's state left where it was written (its state file), not held in this process.
+
+    ``read`` turns ``where`` into the shard's agents (the lake's reader,
+    :func:`sim.lake.state.read_state_file`: the engine knows no storage). A worker handed one
+    reads its own shard's state itself, so the coordinator never holds the population.
+    """
+
+    shard: int
+    where: str
+    read: Callable[[str], Agents]
+
+    def load(self) -> Agents:
+        return self.read(self.where)
+
+
+def shard_agents(value: Agents | StoredShard | None) -> Agents:
+    """A shard's agents, read from where they are stored if need be (None: a shard not yet populated)."""
+    if value is None:
+        return Agents.empty()
+    return value.load() if isinstance(value, StoredShard) else value
 
 
 @dataclass
@@ -26,7 +51,8 @@ class RunState:
     next_customer_id: int
     next_transaction_id: int
     period: Period | None = None
-    shards: dict[int, Agents] = field(default_factory=dict)
+    # Each shard's state: in memory, or where its worker (or the lake) stored it.
+    shards: dict[int, Agents | StoredShard] = field(default_factory=dict)
 
     def next_period(self) -> Period:
         s = self.scenario

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from sim.engine.month import simulate_shard
-from sim.engine.state import RunState, ShardMonth
+from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
 from sim.model.agents import Agents
 from sim.model.calendar import Period
 from sim.model.population import arrivals
@@ -18,7 +18,8 @@ __all__ = ["ShardRunner", "local_runner", "shards_for", "step"]
 
 log = logging.getLogger(__name__)
 
-ShardRunner = Callable[[RunState, Period, dict[int, tuple[np.ndarray, np.ndarray]]], Iterable[tuple[Agents, ShardMonth]]]
+ShardRunner = Callable[[RunState, Period, dict[int, tuple[np.ndarray, np.ndarray]]],
+                       Iterable[tuple[Agents | StoredShard, ShardMonth]]]
 
 
 def shards_for(state: RunState, arrival_ids: np.ndarray, arrival_t: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -42,7 +43,7 @@ def local_runner(state: RunState, period: Period, plan: dict[int, tuple[np.ndarr
                  outputs: bool = True) -> Iterator[tuple[Agents, ShardMonth]]:
     """Run the shards one after another in this process."""
     for k, (ids, t) in plan.items():
-        yield simulate_shard(state.scenario, state.scales, k, state.shards.get(k, Agents.empty()), period,
+        yield simulate_shard(state.scenario, state.scales, k, shard_agents(state.shards.get(k)), period,
                              ids, t, outputs=outputs)
 
 

@@ -35,9 +35,9 @@ import numpy as np
 from sim.batch.tables import first_ids, in_time_order, purchase_days
 from sim.engine.month import simulate_shard
 from sim.engine.process import process_runner
-from sim.engine.state import RunState, ShardMonth
+from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
 from sim.engine.step import ShardRunner, local_runner, shards_for
-from sim.lake.sink import write_shard_files, write_shard_transactions
+from sim.lake.sink import stored_state, write_shard_files, write_shard_transactions
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.model.population import arrivals
@@ -49,6 +49,8 @@ __all__ = ["ProcessRunner", "close_runner", "make_runner"]
 log = logging.getLogger(__name__)
 
 Plan = dict[int, tuple[np.ndarray, np.ndarray]]
+# A shard's new state (in memory, or where its worker wrote it) and its month.
+Result = tuple[Agents | StoredShard, ShardMonth]
 _NO_PURCHASES = Purchases(*(np.empty(0, d) for d in (np.int64, float, float, np.int8, np.int8, np.int8)))
 
 # --------------------------------------------------------------------------- inside a worker process
@@ -70,24 +72,27 @@ def _scenario(wire: tuple[str, dict | None]) -> Scenario:
 _UNWRITTEN: dict[int, tuple[int, ShardMonth]] = {}
 
 
-def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, agents: Agents | int,
-                   period: Period, ids: np.ndarray, t: np.ndarray, lake: str | None) -> tuple[Agents, ShardMonth]:
-    """Simulate one shard-month; an int ``agents`` names the resident state after that period.
+def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, agents: Agents | StoredShard | int,
+                   period: Period, ids: np.ndarray, t: np.ndarray, lake: str | None,
+                   hold: bool = False) -> tuple[Agents | StoredShard | None, ShardMonth | None]:
+    """Simulate one shard-month; an int ``agents`` names the resident state after that period, a
+    stored one is read from its file here (the worker reads its own shard's state).
 
     With ``lake`` the shard's customers, labels and state are written there (not committed) and
-    only their metadata returns; without, a month is kept for :func:`_write_in_worker`.
+    only their metadata returns, and where the state is; without, the month is kept for
+    :func:`_write_in_worker` and returned as arrays, or with ``hold`` not returned at all.
     """
     s = _scenario(wire)
-    if isinstance(agents, int):
-        agents = _RESIDENT[(shard, agents)]
+    agents = _RESIDENT[(shard, agents)] if isinstance(agents, int) else shard_agents(agents)
     new, month = simulate_shard(s, c, shard, agents, period, ids, t)
     _RESIDENT[(shard, period.index)] = new
     for key in [key for key in _RESIDENT if key[0] == shard and key[1] < period.index - 1]:
         del _RESIDENT[key]
     if lake is None:
         _UNWRITTEN[shard] = (period.index, month)
-        return new, month
-    return new, _write_and_keep(Path(lake), s, period, new, month)
+        return (None, None) if hold else (new, month)
+    written = _write_and_keep(Path(lake), s, period, new, month)
+    return stored_state(Path(lake), written), written
 
 
 def _write_in_worker(wire: tuple[str, dict | None], shard: int, period: Period, lake: str) -> ShardMonth:
@@ -166,11 +171,12 @@ class _Speculation:
     key: tuple[str, TargetScales, int]
     period: Period
     plan: Plan
-    inputs: dict[int, Agents]
-    futures: list[Future[tuple[Agents, ShardMonth]]]
+    inputs: dict[int, Agents | StoredShard]
+    futures: list[Future[Result]]
+    held: bool  # run to be written into a lake (nothing returned), or to return arrays
 
-    def matches(self, state: RunState, period: Period, plan: Plan) -> bool:
-        return (self.key == (state.scenario.digest(), state.scales, period.index)
+    def matches(self, state: RunState, period: Period, plan: Plan, *, writing: bool) -> bool:
+        return (self.held == writing and self.key == (state.scenario.digest(), state.scales, period.index)
                 and (self.period.start, self.period.end) == (period.start, period.end)
                 and list(self.plan) == list(plan)
                 and all(state.shards.get(k) is self.inputs.get(k) for k in plan)
@@ -201,7 +207,7 @@ class ProcessRunner:
         self.workers = workers
         self.speculate = speculate
         self._pools: list[ProcessPoolExecutor] = []
-        self._returned: dict[int, tuple[Agents, int]] = {}  # shard -> (state object, its period index)
+        self._returned: dict[int, tuple[Agents | StoredShard, int]] = {}  # shard -> (state object, its period index)
         self._sent: set[tuple[int, str]] = set()  # (worker, scenario digest) already shipped
         self._next: _Speculation | None = None
         self._lake: str | None = None
@@ -219,35 +225,38 @@ class ProcessRunner:
         return self._pools[shard % self.workers]
 
     def write_into(self, lake: Path | None) -> None:
-        """From now on workers write their shards' customers, labels and state into ``lake``
-        (:func:`sim.lake.sink.write_shard_files`) and return the files; None: they return arrays."""
+        """From now on workers write their shards' rows and state into ``lake`` (two phases, see the
+        module) and return the files and where each shard's state is; None: they return arrays."""
         self._lake = None if lake is None else str(lake)
 
     def _submit(self, state: RunState, period: Period, plan: Plan, *,
-                write: bool = True) -> list[Future[tuple[Agents, ShardMonth]]]:
+                write: bool = True) -> list[Future[Result]]:
         # Scenarios hold mapping proxies (not picklable): they travel as plain dicts, once per worker.
         digest = state.scenario.digest()
         data = state.scenario.to_dict()
         futures = []
         for k, (ids, t) in plan.items():
-            agents = state.shards.get(k, Agents.empty())
+            agents = state.shards.get(k)
+            agents = Agents.empty() if agents is None else agents
             held, p = self._returned.get(k, (None, -1))
+            resident = held is agents and (isinstance(agents, StoredShard) or len(agents) > 0)
             wire = (digest, None if (k % self.workers, digest) in self._sent else data)
             self._sent.add((k % self.workers, digest))
             futures.append(self._pool(k).submit(_run_in_worker, wire, state.scales, k,
-                                                p if held is agents and len(agents) else agents, period, ids, t,
-                                                self._lake if write else None))
+                                                p if resident else agents, period, ids, t,
+                                                self._lake if write else None, not write and self._lake is not None))
         return futures
 
-    def __call__(self, state: RunState, period: Period, plan: Plan) -> Iterator[tuple[Agents, ShardMonth]]:
+    def __call__(self, state: RunState, period: Period, plan: Plan) -> Iterator[Result]:
         spec, self._next = self._next, None
-        if spec is not None and spec.matches(state, period, plan):
+        if spec is not None and spec.matches(state, period, plan, writing=self._lake is not None):
             futures = spec.futures
             if self._lake is not None:  # speculated without writing: the workers write it now
-                done = [(f.result(), k) for f, k in zip(futures, plan, strict=True)]
-                digest = state.scenario.digest()
-                writes = [self._pool(k).submit(_write_in_worker, (digest, None), k, period, self._lake) for _, k in done]
-                futures = [_done_future((a, w.result())) for ((a, _), _), w in zip(done, writes, strict=True)]
+                for f in futures:
+                    f.result()
+                digest, lake = state.scenario.digest(), Path(self._lake)
+                writes = [self._pool(k).submit(_write_in_worker, (digest, None), k, period, self._lake) for k in plan]
+                futures = [_done_future((stored_state(lake, m), m)) for m in (w.result() for w in writes)]
         else:
             if spec is not None:
                 log.debug("speculative %s not used", spec.period.label)
@@ -263,7 +272,7 @@ class ProcessRunner:
         return iter(results)
 
     def _write_transactions(self, state: RunState, period: Period,
-                            results: list[tuple[Agents, ShardMonth]]) -> list[tuple[Agents, ShardMonth]]:
+                            results: list[Result]) -> list[Result]:
         """Phase two of a written month: each shard's worker writes its transactions from the ids
         every shard's per-day counts give it (:func:`sim.batch.tables.first_ids`)."""
         firsts = first_ids(state.next_transaction_id, {m.shard: m.days for _, m in results if m.days is not None})
@@ -275,7 +284,7 @@ class ProcessRunner:
             out.append((agents, m if part is None else replace(m, files={**m.files, "raw_transactions": part})))
         return out
 
-    def _speculate(self, state: RunState, period: Period, plan: Plan, results: list[tuple[Agents, ShardMonth]]) -> None:
+    def _speculate(self, state: RunState, period: Period, plan: Plan, results: list[Result]) -> None:
         try:
             after = replace(state, period=period, shards={**state.shards, **{m.shard: a for a, m in results}},
                             next_customer_id=state.next_customer_id + sum(len(ids) for ids, _ in plan.values()))
@@ -287,7 +296,7 @@ class ProcessRunner:
             return
         futures = self._submit(after, nxt, nxt_plan, write=False)  # nothing lands in the lake unasked
         self._next = _Speculation((after.scenario.digest(), after.scales, nxt.index), nxt, nxt_plan,
-                                  {k: after.shards.get(k) for k in nxt_plan}, futures)
+                                  {k: after.shards.get(k) for k in nxt_plan}, futures, held=self._lake is not None)
 
     def worker_peak_rss_mb(self) -> list[float]:
         """Each live worker's peak RSS in MB (forkserver workers are not our children: ask them)."""
@@ -307,8 +316,8 @@ class ProcessRunner:
         self.close()
 
 
-def _done_future(value: tuple[Agents, ShardMonth]) -> Future[tuple[Agents, ShardMonth]]:
-    f: Future[tuple[Agents, ShardMonth]] = Future()
+def _done_future(value: Result) -> Future[Result]:
+    f: Future[Result] = Future()
     f.set_result(value)
     return f
 

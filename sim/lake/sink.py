@@ -42,7 +42,7 @@ from sim.batch.tables import (
     month_tables,
     shard_transactions,
 )
-from sim.engine.state import RunState, ShardMonth
+from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
 from sim.lake.faults import checkpoint, worker_checkpoint
 from sim.lake.files import DataFile, commit_files, part_name, write_part
 from sim.lake.state import (
@@ -51,6 +51,7 @@ from sim.lake.state import (
     STATE_FILES_KEY,
     internal_dir,
     package_version,
+    read_state_file,
     shard_state_table,
     state_meta,
     state_schema,
@@ -61,7 +62,7 @@ from sim.model.calendar import Period
 from sim.scenario import Scenario
 
 __all__ = ["MANIFEST_TABLE", "Batcher", "DeltaSink", "MonthWritten", "Part", "commit_month", "month_done",
-           "plain_batch", "write_shard_files", "write_shard_transactions", "write_state_files"]
+           "plain_batch", "stored_state", "write_shard_files", "write_shard_transactions", "write_state_files"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,11 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
     return replace(month, new_customers={}, labels={}, files=files)
 
 
+def stored_state(lake: Path, month: ShardMonth) -> StoredShard:
+    """Where :func:`write_shard_files` left the shard's new state: what its worker returns instead."""
+    return StoredShard(month.shard, str(internal_dir(lake) / "state" / _file(month, "state").path), read_state_file)
+
+
 def write_shard_transactions(lake: Path, period: Period, shard: int, purchases: Purchases,
                              days: tuple[np.ndarray, np.ndarray], firsts: np.ndarray) -> DataFile | None:
     """Write one shard's raw_transactions part (in the shard's worker), not committed.
@@ -174,7 +180,8 @@ def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None =
     """Write each shard's state (``shards``, default all) as its own file of the state table."""
     month_no = state.period.index + 1 if state.period is not None else 0
     where = internal_dir(lake) / "state"
-    return {k: write_part(where, shard_state_table(k, state.shards[k]), name=part_name(month=month_no, shard=k, kind="state"))
+    return {k: write_part(where, shard_state_table(k, shard_agents(state.shards[k])),
+                          name=part_name(month=month_no, shard=k, kind="state"))
             for k in (sorted(state.shards) if shards is None else shards)}
 
 

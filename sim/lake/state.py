@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sim.engine.state import RunState
+from sim.engine.state import RunState, StoredShard, shard_agents
 from sim.model.agents import Agents
 from sim.model.calendar import Period
 from sim.model.rates import TargetScales
@@ -56,7 +56,7 @@ def state_schema() -> pa.Schema:
 
 
 def state_table(state: RunState) -> pa.Table:
-    parts = [shard_state_table(shard, agents) for shard, agents in sorted(state.shards.items())]
+    parts = [shard_state_table(shard, shard_agents(agents)) for shard, agents in sorted(state.shards.items())]
     return pa.concat_tables(parts) if parts else state_schema().empty_table()
 
 
@@ -68,14 +68,23 @@ def agents_from(table: pa.Table) -> Agents:
     return Agents.from_columns(cols)
 
 
-def read_shard_state(state_dir: str | Path, meta: dict[str, Any], shard: int) -> Agents:
-    """Shard ``shard``'s state as the state commit with metadata ``meta`` left it (only its file is read)."""
+def read_state_file(where: str) -> Agents:
+    """One shard's state from its file (a :class:`~sim.engine.state.StoredShard` reads itself so)."""
     import pyarrow.parquet as pq
 
+    return agents_from(pq.read_table(where))
+
+
+def state_file(state_dir: str | Path, meta: dict[str, Any], shard: int) -> str | None:
+    """Where shard ``shard``'s state is, as the state commit with metadata ``meta`` left it (None: empty)."""
     rel = (meta.get(STATE_FILES_KEY) or {}).get(str(shard))
-    if rel is None:
-        return Agents.empty()
-    return agents_from(pq.read_table(f"{str(state_dir).rstrip('/')}/{rel}"))
+    return None if rel is None else f"{str(state_dir).rstrip('/')}/{rel}"
+
+
+def read_shard_state(state_dir: str | Path, meta: dict[str, Any], shard: int) -> Agents:
+    """Shard ``shard``'s state as the state commit with metadata ``meta`` left it (only its file is read)."""
+    where = state_file(state_dir, meta, shard)
+    return Agents.empty() if where is None else read_state_file(where)
 
 
 def state_meta(state: RunState) -> dict[str, Any]:
@@ -95,17 +104,14 @@ def state_meta(state: RunState) -> dict[str, Any]:
     }
 
 
-def state_from(table: pa.Table, meta: dict[str, Any]) -> RunState:
+def state_from(state_dir: str | Path, meta: dict[str, Any]) -> RunState:
+    """The run state the state commit with metadata ``meta`` left; each shard's agents stay in
+    its file (:class:`~sim.engine.state.StoredShard`) until whoever simulates the shard reads them."""
     scenario = scenario_from_dict(meta["scenario"], source="lake state")
-    shards: dict[int, Agents] = {k: Agents.empty() for k in meta["shards"]}
-    if table.num_rows:
-        shard_col = table.column("shard").to_numpy()
-        cols = {name: table.column(name).to_numpy() for name in table.column_names if name != "shard"}
-        cols["flags"] = cols["flags"].astype(np.int64).view(np.uint64)
-        order = np.argsort(shard_col, kind="stable")
-        bounds = np.flatnonzero(np.diff(shard_col[order])) + 1
-        for chunk in np.split(order, bounds):
-            shards[int(shard_col[chunk[0]])] = Agents.from_columns({k: v[chunk] for k, v in cols.items()})
+    shards: dict[int, Agents | StoredShard] = {}
+    for k in meta["shards"]:
+        where = state_file(state_dir, meta, k)
+        shards[k] = Agents.empty() if where is None else StoredShard(k, where, read_state_file)
     p = meta["period"]
     period = None if p is None else Period(p["index"], dt.date.fromisoformat(p["start"]), dt.date.fromisoformat(p["end"]))
     return RunState(scenario=scenario, scales=TargetScales(**meta["calibration"]),

@@ -14,8 +14,15 @@ from deltalake.exceptions import DeltaError
 from sim.batch.tables import TABLES
 from sim.errors import ScenarioError
 from sim.lake.plan import LakeStatus
-from sim.lake.read import read_delta
-from sim.lake.state import META_KEY, STATE_FORMAT, compatible, internal_dir, package_version, state_from
+from sim.lake.state import (
+    META_KEY,
+    STATE_FILES_KEY,
+    STATE_FORMAT,
+    compatible,
+    internal_dir,
+    package_version,
+    state_from,
+)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -74,7 +81,14 @@ def lake_status(lake: str | Path) -> LakeStatus:
                 incompatible = (f"made by churnsim {meta.get('package_version')} (state format "
                                 f"{meta.get('state_format')}); this is {package_version()}, which cannot continue it")
             else:
-                state = state_from(read_delta(dt_), meta)
+                state = state_from(state_path, meta)
+                # The shards' files are read by whoever simulates them; that they are there is checked now.
+                files = {u.rsplit("/", 1)[-1] for u in dt_.file_uris()}  # state files sit in no partition
+                for k, rel in (meta.get(STATE_FILES_KEY) or {}).items():
+                    if rel not in files:
+                        raise ValueError(f"shard {k}'s state {rel} is not in the state table")
+                    if not (state_path / rel).is_file():
+                        raise FileNotFoundError(f"shard {k}'s state {state_path / rel} is missing")
     except _UNREADABLE as exc:
         state = meta = None
         damaged.append(f"{state_path}: unreadable ({_first_line(exc)}); the lake cannot be continued without it: "

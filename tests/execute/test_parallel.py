@@ -97,6 +97,26 @@ def test_workers_write_every_shards_transactions_and_the_coordinator_only_commit
     assert n > 0 and got.equals(ref.slice(0, n))
 
 
+def test_workers_own_their_shards_state_the_coordinator_only_knows_where_it_is(
+        assert_same_tables, tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
+    from analysis.lake import read_table
+    from sim.engine.state import StoredShard
+    from sim.execute import runs
+    from sim.lake.status import lake_status
+
+    lake = tmp_path / "lake"
+    with make_runner(workers=2) as runner:
+        state = runs.run(scenario, lake, runner=runner, months=2)
+        assert sorted(state.shards) == list(range(6))
+        assert all(isinstance(a, StoredShard) and Path(a.where).is_file() for a in state.shards.values())
+        # A resumed lake's state is where the state commit left it, read by the worker that runs the shard.
+        resumed = lake_status(lake).state
+        assert all(isinstance(a, StoredShard) for a in resumed.shards.values())
+        np.testing.assert_array_equal(resumed.shards[3].load().last, state.shards[3].load().last)
+        runs.append(lake, until="2024-04", runner=runner)
+    assert_same_tables({n: read_table(lake, n) for n in TABLES}, reference)
+
+
 def test_bench_cli_small_json() -> None:
     from sim.cli import main
 
