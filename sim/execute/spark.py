@@ -1,37 +1,46 @@
 """The Spark engine: a month's shards run as Spark tasks (``mapInArrow``).
 
-Each month the driver builds a DataFrame with one row per shard: the shard id, its state and its
-arrivals, serialised as Arrow IPC bytes. ``mapInArrow`` runs :func:`sim.engine.month.simulate_shard`
-on each row in a Python worker and returns the new state and the month's arrays, again as IPC
-bytes; the driver collects them (in shard order) and the ordinary store commits the month.
+Into a lake (``run``/``append``, :meth:`SparkRunner.write_into`) the executors own the data path,
+in the two phases of :mod:`sim.execute.parallel`. Phase one: one row per shard carries where its
+state file is and its arrivals; the task reads the state, simulates the month, writes the shard's
+customers, labels and new state files and stages its purchases (:mod:`sim.lake.staging`), and
+returns metadata: the files' paths, sizes and stats, per-day purchase counts, the daily-metric
+partials. The driver gives each (day, shard) its first transaction id; phase two's tasks write
+each shard's transactions. The driver commits the files with deltalake (no Delta jars: the same
+exactly-once protocol as every runner, :mod:`sim.lake.sink`); no state and no row passes through
+it, so its memory does not grow with customers. The lake is identical to the local engine's.
 
-Why the driver commits: Spark here has no Delta jars, and the store's exactly-once protocol
-(application transactions per table, state committed last) lives in :mod:`sim.lake.sink`. Collecting
-one month of arrays is bounded by the month's size, not the run's, and the tables are
-byte-identical to the local engine's because the same code builds them from the same arrays.
+Without a lake (the in-memory API, or a corrupted run, whose defects are injected into whole
+tables on the driver) the tasks return each shard's new state and arrays as Arrow IPC bytes.
 On Databricks, :func:`month_dataframes` reads a month's rows back from the files its commit added
 (in the executors) as Spark DataFrames for ``saveAsTable``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from sim.batch.tables import TABLES
+from sim.batch.tables import TABLES, first_ids, in_time_order, purchase_days
 from sim.engine.metrics import DailyPartials
 from sim.engine.month import simulate_shard
-from sim.engine.state import RunState, ShardMonth
+from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
 from sim.errors import StorageError
+from sim.lake.files import DataFile
 from sim.lake.read import month_files
+from sim.lake.sink import stored_state, write_shard_files, write_shard_transactions
+from sim.lake.staging import clear_staging, read_staged, stage_purchases
+from sim.lake.state import read_state_file
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.scenario import Scenario, scenario_from_dict
@@ -52,6 +61,7 @@ _SHAPE = b"shapes"
 _PURCHASE_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")
 _DAILY_FIELDS = ("transactions", "revenue", "purchasing_customers", "active_customers_30d", "new_customers",
                  "dropouts")
+_NO_PURCHASES = Purchases(*(np.empty(0, d) for d in (np.int64, float, float, np.int8, np.int8, np.int8)))
 _IN_SCHEMA = "shard int, state binary, arrivals binary"
 _OUT_SCHEMA = "shard int, state binary, month binary"
 
@@ -128,6 +138,68 @@ def _shard_task(scenario: dict[str, Any], scales: Any, period: Period) -> Callab
     return run
 
 
+_WRITE_IN = "shard int, state_file string, state binary, arrivals binary"
+_WRITE_OUT = "shard int, files string, counts binary, staged string"
+_TXN_IN = "shard int, staged string, firsts binary"
+_TXN_OUT = "shard int, file string"
+
+
+def _files_json(files: dict[str, object]) -> str:
+    return json.dumps({k: asdict(f) for k, f in files.items()})  # type: ignore[call-overload]
+
+
+def _files_from(text: str) -> dict[str, object]:
+    return {k: DataFile(**v) for k, v in json.loads(text).items()}
+
+
+def _write_task(scenario: dict[str, Any], scales: Any, period: Period,
+                lake: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Phase one of a written month (in the executors): read the shard's state from its file,
+    simulate, write customers, labels and state, stage the purchases; return metadata only."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        s = scenario_from_dict(scenario, source="spark task")
+        root = Path(lake)
+        for batch in batches:
+            out: dict[str, list] = {"shard": [], "files": [], "counts": [], "staged": []}
+            for shard, where, state, arrivals in zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True):
+                agents = (read_state_file(where) if where is not None
+                          else Agents.from_columns(unpack(state)) if state is not None else Agents.empty())
+                arr = unpack(arrivals)
+                new, month = simulate_shard(s, scales, shard, agents, period, arr["ids"], arr["t"])
+                written = write_shard_files(root, s, period, new, month)
+                p = in_time_order(month.purchases)
+                days, counts = purchase_days(p.t)
+                out["shard"].append(shard)
+                out["files"].append(_files_json(written.files))
+                out["counts"].append(pack({"days": days, "counts": counts,
+                                           **{f"daily.{f}": getattr(month.daily, f) for f in _DAILY_FIELDS}}))
+                out["staged"].append(stage_purchases(root, period.index + 1, shard, p))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(out["shard"], pa.int32()), pa.array(out["files"], pa.string()),
+                 pa.array(out["counts"], pa.binary()), pa.array(out["staged"], pa.string())],
+                names=["shard", "files", "counts", "staged"])
+
+    return run
+
+
+def _transactions_task(period: Period, lake: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Phase two (in the executors): a shard's staged purchases as its raw_transactions part."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            shards, files = [], []
+            for shard, staged, firsts in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
+                p = read_staged(staged)
+                f = write_shard_transactions(Path(lake), period, shard, p, purchase_days(p.t), unpack(firsts)["firsts"])
+                shards.append(shard)
+                files.append(None if f is None else _files_json({"raw_transactions": f}))
+            yield pa.RecordBatch.from_arrays([pa.array(shards, pa.int32()), pa.array(files, pa.string())],
+                                             names=["shard", "file"])
+
+    return run
+
+
 class SparkRunner:
     """A shard runner that runs each month's shards as Spark tasks.
 
@@ -141,6 +213,7 @@ class SparkRunner:
         self._own = spark is None
         self._cores = cores
         self._spark = spark
+        self._lake: str | None = None
 
     @property
     def spark(self) -> SparkSession:
@@ -148,10 +221,58 @@ class SparkRunner:
             self._spark = local_session(cores=self._cores)
         return self._spark
 
-    def __call__(self, state: RunState, period: Period, plan: dict[int, tuple[np.ndarray, np.ndarray]]) -> list[tuple[Agents, ShardMonth]]:
+    def write_into(self, lake: Path | None) -> None:
+        """From now on tasks write their shards' rows and state into ``lake`` and return only
+        metadata (two phases, as :mod:`sim.execute.parallel`'s workers); None: they return arrays."""
+        self._lake = None if lake is None else str(Path(lake).resolve())
+
+    def _tasks(self, rows: pa.Table, schema: str, task: Callable, out: str) -> pa.Table:
+        spark = self.spark
+        parts = max(1, min(rows.num_rows, spark.sparkContext.defaultParallelism * 2))
+        # Only metadata is collected: file paths, sizes, stats, per-day counts and partials.
+        return spark.createDataFrame(rows, schema=schema).repartition(parts).mapInArrow(task, out).toArrow()
+
+    def _write_month(self, state: RunState, period: Period,
+                     plan: dict[int, tuple[np.ndarray, np.ndarray]]) -> list[tuple[Agents | StoredShard, ShardMonth]]:
+        assert self._lake is not None
+        lake, month_no = Path(self._lake), period.index + 1
+        held = {k: state.shards.get(k) for k in plan}
         rows = pa.table({
             "shard": pa.array(list(plan), pa.int32()),
-            "state": pa.array([pack(state.shards.get(k, Agents.empty()).columns()) for k in plan], pa.binary()),
+            "state_file": pa.array([a.where if isinstance(a, StoredShard) else None for a in held.values()], pa.string()),
+            "state": pa.array([pack(a.columns()) if isinstance(a, Agents) and len(a) else None for a in held.values()],
+                              pa.binary()),
+            "arrivals": pa.array([pack({"ids": ids, "t": t}) for ids, t in plan.values()], pa.binary()),
+        })
+        one = self._tasks(rows, _WRITE_IN, _write_task(state.scenario.to_dict(), state.scales, period, self._lake),
+                          _WRITE_OUT)
+        months: dict[int, ShardMonth] = {}
+        staged: dict[int, str] = {}
+        for shard, files, counts, where in zip(*(one.column(n).to_pylist() for n in ("shard", "files", "counts", "staged")),
+                                               strict=True):
+            a = unpack(counts)
+            months[shard] = ShardMonth(shard, {}, _NO_PURCHASES, {}, DailyPartials(*(a[f"daily.{f}"] for f in _DAILY_FIELDS)),
+                                       files=_files_from(files), days=(a["days"], a["counts"]))
+            staged[shard] = where
+        firsts = first_ids(state.next_transaction_id, {k: m.days for k, m in months.items() if m.days is not None})
+        rows = pa.table({"shard": pa.array(sorted(months), pa.int32()),
+                         "staged": pa.array([staged[k] for k in sorted(months)], pa.string()),
+                         "firsts": pa.array([pack({"firsts": firsts[k]}) for k in sorted(months)], pa.binary())})
+        two = self._tasks(rows, _TXN_IN, _transactions_task(period, self._lake), _TXN_OUT)
+        for shard, f in zip(two.column("shard").to_pylist(), two.column("file").to_pylist(), strict=True):
+            if f is not None:
+                months[shard] = replace(months[shard], files={**months[shard].files, **_files_from(f)})
+        clear_staging(lake, month_no)  # every shard's transactions are written
+        log.debug("spark wrote %d shards of %s", len(months), period.label)
+        return [(stored_state(lake, months[k]), months[k]) for k in sorted(months)]
+
+    def __call__(self, state: RunState, period: Period,
+                 plan: dict[int, tuple[np.ndarray, np.ndarray]]) -> list[tuple[Agents | StoredShard, ShardMonth]]:
+        if self._lake is not None:
+            return self._write_month(state, period, plan)
+        rows = pa.table({
+            "shard": pa.array(list(plan), pa.int32()),
+            "state": pa.array([pack(shard_agents(state.shards.get(k)).columns()) for k in plan], pa.binary()),
             "arrivals": pa.array([pack({"ids": ids, "t": t}) for ids, t in plan.values()], pa.binary()),
         })
         spark = self.spark

@@ -9,6 +9,7 @@ from deltalake import DeltaTable
 
 from sim.batch.tables import TABLES
 from sim.lake.lock import lake_lock
+from sim.lake.staging import clear_staging
 from sim.lake.state import internal_dir
 from sim.lake.status import lake_dir
 
@@ -53,4 +54,5 @@ def optimize(lake: str | Path = "./lake", *, retention_hours: int = 168) -> dict
         if DeltaTable.is_deltatable(str(state)):
             # Not compacted: the state commit names each shard's own file.
             _vacuum(DeltaTable(str(state)), retention_hours)
+        clear_staging(lake)  # a killed month's staged purchases (no run is writing: we hold the lock)
     return out

@@ -43,6 +43,41 @@ def test_spark_lake_matches_local(assert_same_tables, spark, scenario: Scenario,
     assert_same_tables({n: read_table(tmp_path / "lake", n) for n in TABLES}, reference)
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """Two executor JVMs with their own Python workers: nothing shared with the driver but files."""
+    import os
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (SparkSession.builder.master("local-cluster[2,1,1024]").appName("churnsim-test")
+               .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    yield session
+    session.stop()
+
+
+def test_executors_write_the_lake_the_driver_commits_metadata_only(assert_same_tables, cluster, scenario: Scenario,
+                                                                   reference: dict[str, pa.Table], tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from analysis.lake import read_table
+    from sim.engine.state import StoredShard
+    from sim.execute import runs
+    from sim.execute.spark import SparkRunner, run_spark
+
+    lake = tmp_path / "lake"
+    state = run_spark(cluster, scenario, lake, months=2)
+    assert all(isinstance(a, StoredShard) for a in state.shards.values())  # the driver holds no customers
+    names = [Path(u).name for u in DeltaTable(str(lake / "raw_transactions")).file_uris()]
+    assert len(names) == 12 and not [n for n in names if "-all-" in n]  # one part per shard and month, from the tasks
+    assert not (lake / "_churnsim" / "staging").exists() or not any((lake / "_churnsim" / "staging").iterdir())
+    runs.append(lake, until="2024-04", runner=SparkRunner(cluster))  # each task reads its shard's state from the lake
+    assert_same_tables({n: read_table(lake, n) for n in TABLES}, reference)
+
+
 def test_month_dataframes_are_read_from_the_files_of_the_months_commit(spark, scenario: Scenario, tmp_path: Path) -> None:
     from sim.errors import StorageError
     from sim.execute import runs
