@@ -36,6 +36,7 @@ from sim.engine.metrics import DailyPartials
 from sim.engine.month import simulate_shard
 from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
 from sim.errors import StorageError
+from sim.lake.faults import checkpoint
 from sim.lake.files import DataFile
 from sim.lake.read import month_files
 from sim.lake.sink import stored_state, write_shard_files, write_shard_transactions
@@ -254,6 +255,7 @@ class SparkRunner:
             months[shard] = ShardMonth(shard, {}, _NO_PURCHASES, {}, DailyPartials(*(a[f"daily.{f}"] for f in _DAILY_FIELDS)),
                                        files=_files_from(files), days=(a["days"], a["counts"]))
             staged[shard] = where
+        checkpoint(f"between the phases of {period.label}")  # tests: the driver killed with purchases staged
         firsts = first_ids(state.next_transaction_id, {k: m.days for k, m in months.items() if m.days is not None})
         rows = pa.table({"shard": pa.array(sorted(months), pa.int32()),
                          "staged": pa.array([staged[k] for k in sorted(months)], pa.string()),

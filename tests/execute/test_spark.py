@@ -78,6 +78,41 @@ def test_executors_write_the_lake_the_driver_commits_metadata_only(assert_same_t
     assert_same_tables({n: read_table(lake, n) for n in TABLES}, reference)
 
 
+def test_a_driver_killed_between_the_phases_reruns_the_month_once_and_optimize_cleans_up(
+        spark, scenario: Scenario, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from deltalake import DeltaTable
+
+    from analysis.lake import read_table
+    from sim.execute import runs
+    from sim.execute.spark import run_spark
+    from sim.lake.maintenance import optimize
+    from sim.lake.staging import staging_dir
+
+    lake, clean = tmp_path / "lake", tmp_path / "clean"
+    code = ("import sys; from sim.execute.spark import local_session, run_spark; from sim import scenario_from_dict; "
+            f"run_spark(local_session(cores=2), scenario_from_dict({scenario.to_dict()!r}), {str(lake)!r}, months=2)")
+    died = subprocess.run([sys.executable, "-c", code], env={**os.environ, "CHURNSIM_DIE_AT": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert died.returncode == 137, died.stderr[-2000:]
+    assert len(list(staging_dir(lake, 1).iterdir())) == 6  # every shard's purchases staged, none committed
+    assert not DeltaTable.is_deltatable(str(lake / "raw_customers")) and list((lake / "raw_customers").iterdir())
+    run_spark(spark, scenario, lake, months=2)
+    runs.run(scenario, clean, months=2)
+    optimize(lake, retention_hours=0)
+    assert not staging_dir(lake).exists()
+    keys = {"raw_customers": ["customer_id"], "raw_transactions": ["transaction_id"],
+            "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"]}
+    for name, key in keys.items():
+        got, want = (read_table(x, name).sort_by([(k, "ascending") for k in key]) for x in (lake, clean))
+        assert got.num_rows == want.num_rows and got.equals(want), name  # each month once, no duplicates
+        files = {p.name for p in (lake / name).iterdir() if p.suffix == ".parquet"}
+        assert files == {Path(u).name for u in DeltaTable(str(lake / name)).file_uris()}, name  # orphans vacuumed
+
+
 def test_month_dataframes_are_read_from_the_files_of_the_months_commit(spark, scenario: Scenario, tmp_path: Path) -> None:
     from sim.errors import StorageError
     from sim.execute import runs
