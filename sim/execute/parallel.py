@@ -74,23 +74,27 @@ _UNWRITTEN: dict[int, tuple[int, ShardMonth]] = {}
 
 def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, agents: Agents | StoredShard | int,
                    period: Period, ids: np.ndarray, t: np.ndarray, lake: str | None,
-                   hold: bool = False) -> tuple[Agents | StoredShard | None, ShardMonth | None]:
+                   hold: bool = False, keep: bool = True) -> tuple[Agents | StoredShard | None, ShardMonth | None]:
     """Simulate one shard-month; an int ``agents`` names the resident state after that period, a
     stored one is read from its file here (the worker reads its own shard's state).
 
     With ``lake`` the shard's customers, labels and state are written there (not committed) and
     only their metadata returns, and where the state is; without, the month is kept for
-    :func:`_write_in_worker` and returned as arrays, or with ``hold`` not returned at all.
+    :func:`_write_in_worker` (``hold``: not returned at all) or returned as arrays. ``keep``: the
+    new state stays resident for next month.
     """
     s = _scenario(wire)
     agents = _RESIDENT[(shard, agents)] if isinstance(agents, int) else shard_agents(agents)
     new, month = simulate_shard(s, c, shard, agents, period, ids, t)
-    _RESIDENT[(shard, period.index)] = new
-    for key in [key for key in _RESIDENT if key[0] == shard and key[1] < period.index - 1]:
+    if keep:
+        _RESIDENT[(shard, period.index)] = new
+    for key in [key for key in _RESIDENT if key[0] == shard and key[1] < period.index - (1 if keep else 0)]:
         del _RESIDENT[key]
     if lake is None:
-        _UNWRITTEN[shard] = (period.index, month)
-        return (None, None) if hold else (new, month)
+        if hold:
+            _UNWRITTEN[shard] = (period.index, month)
+            return None, None
+        return new, month
     written = _write_and_keep(Path(lake), s, period, new, month)
     return stored_state(Path(lake), written), written
 
@@ -199,13 +203,17 @@ class ProcessRunner:
     Args:
         workers: worker processes (shard ``k`` always runs in worker ``k % workers``).
         speculate: start the next month early (see above).
+        resident: keep each shard's state in its worker between months. False (writing into a
+            lake only): a worker reads each shard's state from its file when it runs it and keeps
+            nothing, so no process holds more than a shard at a time (no speculation then).
     """
 
-    def __init__(self, workers: int, *, speculate: bool = True) -> None:
+    def __init__(self, workers: int, *, speculate: bool = True, resident: bool = True) -> None:
         if workers < 1:
             raise ValueError(f"workers: expected a positive number (got {workers})")
         self.workers = workers
-        self.speculate = speculate
+        self.resident = resident
+        self.speculate = speculate and resident
         self._pools: list[ProcessPoolExecutor] = []
         self._returned: dict[int, tuple[Agents | StoredShard, int]] = {}  # shard -> (state object, its period index)
         self._sent: set[tuple[int, str]] = set()  # (worker, scenario digest) already shipped
@@ -239,12 +247,13 @@ class ProcessRunner:
             agents = state.shards.get(k)
             agents = Agents.empty() if agents is None else agents
             held, p = self._returned.get(k, (None, -1))
-            resident = held is agents and (isinstance(agents, StoredShard) or len(agents) > 0)
+            resident = self.resident and held is agents and (isinstance(agents, StoredShard) or len(agents) > 0)
             wire = (digest, None if (k % self.workers, digest) in self._sent else data)
             self._sent.add((k % self.workers, digest))
             futures.append(self._pool(k).submit(_run_in_worker, wire, state.scales, k,
                                                 p if resident else agents, period, ids, t,
-                                                self._lake if write else None, not write and self._lake is not None))
+                                                self._lake if write else None, not write and self._lake is not None,
+                                                self.resident))
         return futures
 
     def __call__(self, state: RunState, period: Period, plan: Plan) -> Iterator[Result]:

@@ -97,15 +97,16 @@ def test_workers_write_every_shards_transactions_and_the_coordinator_only_commit
     assert n > 0 and got.equals(ref.slice(0, n))
 
 
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "read-each-month"])
 def test_workers_own_their_shards_state_the_coordinator_only_knows_where_it_is(
-        assert_same_tables, tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table]) -> None:
+        assert_same_tables, tmp_path: Path, scenario: Scenario, reference: dict[str, pa.Table], resident: bool) -> None:
     from analysis.lake import read_table
     from sim.engine.state import StoredShard
     from sim.execute import runs
     from sim.lake.status import lake_status
 
     lake = tmp_path / "lake"
-    with make_runner(workers=2) as runner:
+    with ProcessRunner(2, resident=resident) as runner:
         state = runs.run(scenario, lake, runner=runner, months=2)
         assert sorted(state.shards) == list(range(6))
         assert all(isinstance(a, StoredShard) and Path(a.where).is_file() for a in state.shards.values())
