@@ -15,6 +15,11 @@ Jobs (each returns plain numbers, the CLI prints them):
 * ``full``: 1,000,000 customers over 24 months to Delta, in a fresh process so its peak RSS
   (``ru_maxrss`` of the coordinator; workers report their own) is its own; run again with one
   worker for its speed-up.
+* ``scale_out`` (``--scale-out``, tens of minutes): the Spark driver's own peak RSS at 50,000 and
+  1,000,000 customers, two months on ``local-cluster[2,1,1536]`` (executors write, the driver
+  commits metadata); and 10,000,000 customers over 24 months with the local engine, its workers
+  reading each shard's state from the lake (:class:`~sim.execute.parallel.ProcessRunner` with
+  ``resident=False``): seconds, transactions per second, peak RSS summed over the processes.
 """
 
 from __future__ import annotations
@@ -42,14 +47,16 @@ import pyarrow as pa
 from sim.batch.tables import SCHEMAS, TABLES
 from sim.scenario import Scenario
 
-__all__ = ["FULL_CUSTOMERS", "bench", "floor_job", "full_job", "in_memory_job", "preset", "process_engine_job",
-           "to_delta_job"]
+__all__ = ["FULL_CUSTOMERS", "SCALE_CUSTOMERS", "bench", "floor_job", "full_job", "in_memory_job", "preset",
+           "process_engine_job", "scale_out", "spark_driver_job", "streaming_job", "to_delta_job"]
 
 log = logging.getLogger(__name__)
 
 Size = Literal["small", "medium", "large"]
 FULL_CUSTOMERS = 1_000_000
 FULL_MONTHS = 24
+SCALE_CUSTOMERS = 10_000_000
+SCALE_MASTER = "local-cluster[2,1,1536]"
 
 
 def preset(size: Size, *, customers: int | None = None, months: int | None = None) -> Scenario:
@@ -251,17 +258,77 @@ def full_job(*, customers: int = FULL_CUSTOMERS, months: int = FULL_MONTHS, work
 
 
 def _full_in_subprocess(*, customers: int, months: int, workers: int | None) -> dict[str, Any]:
-    code = ("import json, sys; from sim.bench import full_job; "
-            f"print(json.dumps(full_job(customers={customers}, months={months}, workers={workers!r})))")
+    return _in_subprocess("full_job", customers=customers, months=months, workers=workers)
+
+
+def _in_subprocess(job: str, **kwargs: Any) -> dict[str, Any]:
+    """A job of this module in a fresh interpreter, so the peak RSS it reports is its own."""
+    code = f"import json; from sim.bench import {job}; print(json.dumps({job}(**{kwargs!r})))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- scale-out
+
+
+def spark_driver_job(*, customers: int, months: int = 2, master: str = SCALE_MASTER) -> dict[str, Any]:
+    """:func:`sim.execute.spark.run_spark` on ``master``: seconds and the driver's own peak RSS."""
+    from pyspark.sql import SparkSession
+
+    from sim.execute.spark import run_spark
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    spark = (SparkSession.builder.master(master).appName("churnsim-bench")
+             .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    try:
+        with tempfile.TemporaryDirectory(prefix="churnsim-bench-") as tmp:
+            t0 = time.perf_counter()
+            # The preset's horizon (its targets are solved for it), the first ``months`` of it made.
+            state = run_spark(spark, preset("large", customers=customers), Path(tmp) / "lake", months=months)
+            seconds = time.perf_counter() - t0
+    finally:
+        spark.stop()
+    return {"customers": customers, "months": months, "master": master, "seconds": round(seconds, 1),
+            "transactions": state.next_transaction_id - 1, "driver_peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def streaming_job(*, customers: int = SCALE_CUSTOMERS, months: int = FULL_MONTHS,
+                  workers: int | None = None) -> dict[str, Any]:
+    """The local engine into a lake with workers that keep no state between months (each shard's
+    state read from its file): seconds, transactions/s, and the peak RSS summed over the processes."""
+    from sim.execute import runs
+    from sim.execute.parallel import ProcessRunner
+
+    n = workers or max((os.cpu_count() or 1) - 1, 1)
+    with tempfile.TemporaryDirectory(prefix="churnsim-bench-") as tmp, ProcessRunner(n, resident=False) as runner:
+        t0 = time.perf_counter()
+        state = runs.run(preset("large", customers=customers), Path(tmp) / "lake", runner=runner, months=months)
+        seconds = time.perf_counter() - t0
+        workers_rss = runner.worker_peak_rss_mb()
+    n_txn = state.next_transaction_id - 1
+    return {"customers": customers, "months": months, "workers": n, "seconds": round(seconds, 1),
+            "transactions": n_txn, "transactions_per_s": round(n_txn / seconds),
+            "coordinator_peak_rss_mb": round(_peak_rss_mb(), 1),
+            "worker_peak_rss_mb": [round(x, 1) for x in workers_rss],
+            "summed_peak_rss_mb": round(_peak_rss_mb() + sum(workers_rss), 1)}
+
+
+def scale_out(*, small: int = 50_000, large: int = FULL_CUSTOMERS, customers: int = SCALE_CUSTOMERS,
+              months: int = FULL_MONTHS) -> dict[str, Any]:
+    """The driver's peak RSS at ``small`` and ``large`` customers (two months on a local cluster),
+    and ``customers`` x ``months`` with the local engine (each job in its own process)."""
+    drivers = [_in_subprocess("spark_driver_job", customers=n) for n in (small, large)]
+    return {"spark_driver": drivers,
+            "driver_growth_mb": round(drivers[1]["driver_peak_rss_mb"] - drivers[0]["driver_peak_rss_mb"], 1),
+            "streaming": _in_subprocess("streaming_job", customers=customers, months=months)}
 
 
 # --------------------------------------------------------------------------- all of it
 
 
 def bench(*, size: Size = "large", workers: int | None = None, full: bool = False, profile: bool = False,
-          full_customers: int = FULL_CUSTOMERS, full_months: int = FULL_MONTHS) -> dict[str, Any]:
+          full_customers: int = FULL_CUSTOMERS, full_months: int = FULL_MONTHS, scale: bool = False) -> dict[str, Any]:
     """Run the benchmark jobs and return their numbers (see the module docstring)."""
     s = preset(size)
     out: dict[str, Any] = {"size": size, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -291,6 +358,10 @@ def bench(*, size: Size = "large", workers: int | None = None, full: bool = Fals
         one, two = (out["full"], again) if other == 2 else (again, out["full"])
         out["full"]["workers_1_seconds"], out["full"]["workers_2_seconds"] = one["seconds"], two["seconds"]
         out["full"]["speedup"] = round(one["seconds"] / two["seconds"], 2)
+    if scale:
+        log.info("scale-out: driver RSS on %s, %d customers x %d months streamed", SCALE_MASTER, SCALE_CUSTOMERS,
+                 FULL_MONTHS)
+        out["scale_out"] = scale_out()
     log.info("process engine vs batched (small)")
     out["process_engine"] = process_engine_job(preset("small"))
     out["peak_rss_mb"] = round(_peak_rss_mb(), 1)

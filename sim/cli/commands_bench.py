@@ -30,6 +30,16 @@ def _show(r: dict) -> None:
         if "speedup" in f:
             click.echo(f"    1 -> 2 workers: {f['workers_1_seconds']:.1f} s -> {f['workers_2_seconds']:.1f} s "
                        f"= {f['speedup']}x")
+    if "scale_out" in r:
+        so = r["scale_out"]
+        for d in so["spark_driver"]:
+            click.echo(f"  spark {d['master']}: {d['customers']:,} customers x {d['months']} months in {d['seconds']:.1f} s, "
+                       f"driver peak RSS {d['driver_peak_rss_mb']:.0f} MB")
+        click.echo(f"    driver growth: {so['driver_growth_mb']:+.0f} MB")
+        st = so["streaming"]
+        click.echo(f"  {st['customers']:,} customers x {st['months']} months, local engine ({st['workers']} workers, "
+                   f"state read from the lake): {st['seconds']:.1f} s, {st['transactions_per_s']:,} transactions/s, "
+                   f"peak RSS summed {st['summed_peak_rss_mb']:.0f} MB (coordinator {st['coordinator_peak_rss_mb']:.0f} MB)")
     for row in r["in_memory"].get("profile", []):
         click.echo(f"    {row['cumtime']:8.3f} s cum {row['tottime']:8.3f} s own {row['calls']:>8}  {row['function']}")
 
@@ -40,10 +50,13 @@ def _show(r: dict) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores but one).")
 @click.option("--full", is_flag=True,
               help="Also run 1,000,000 customers over 24 months to Delta, with 1 and N workers (minutes).")
+@click.option("--scale-out", "scale", is_flag=True,
+              help="Also the Spark driver's peak RSS at 50k and 1M customers (local-cluster) and 10M customers "
+                   "x 24 months with the local engine (tens of minutes; needs pyspark and Java).")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @click.option("--profile", is_flag=True, help="Add the top functions by cumulative time (in-memory run).")
 @handle_errors
-def bench(size, workers, full, as_json, profile):
+def bench(size, workers, full, scale, as_json, profile):
     """Time the engine: in memory, to Delta, 1 vs 2 workers, against a numpy floor.
 
     Not a test: it prints numbers. The floor is a whole-array numpy generator writing the same
@@ -53,10 +66,11 @@ def bench(size, workers, full, as_json, profile):
     Example:
       churnsim bench --size large --profile
       churnsim bench --full --json
+      churnsim bench --scale-out
     """
     from sim.bench import bench as run_bench
 
-    result = run_bench(size=size, workers=workers, full=full, profile=profile)
+    result = run_bench(size=size, workers=workers, full=full, profile=profile, scale=scale)
     if as_json:
         echo_json(result)
     else:

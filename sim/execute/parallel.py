@@ -38,6 +38,7 @@ from sim.engine.process import process_runner
 from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
 from sim.engine.step import ShardRunner, local_runner, shards_for
 from sim.lake.sink import stored_state, write_shard_files, write_shard_transactions
+from sim.lake.staging import clear_staging, read_staged, stage_purchases
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
 from sim.model.population import arrivals
@@ -95,7 +96,7 @@ def _run_in_worker(wire: tuple[str, dict | None], c: TargetScales, shard: int, a
             _UNWRITTEN[shard] = (period.index, month)
             return None, None
         return new, month
-    written = _write_and_keep(Path(lake), s, period, new, month)
+    written = _write_and_keep(Path(lake), s, period, new, month, stage=not keep)
     return stored_state(Path(lake), written), written
 
 
@@ -107,22 +108,25 @@ def _write_in_worker(wire: tuple[str, dict | None], shard: int, period: Period, 
 
 
 # shard -> (period index, its month's purchases in time order): kept between the month's two phases.
-_KEPT: dict[int, tuple[int, Purchases, tuple[np.ndarray, np.ndarray]]] = {}
+_KEPT: dict[int, tuple[int, Purchases | str, tuple[np.ndarray, np.ndarray]]] = {}
 
 
-def _write_and_keep(lake: Path, s: Scenario, period: Period, agents: Agents, month: ShardMonth) -> ShardMonth:
-    """Phase one: write the shard's customers, labels and state; keep its purchases, return their
+def _write_and_keep(lake: Path, s: Scenario, period: Period, agents: Agents, month: ShardMonth, *,
+                    stage: bool = False) -> ShardMonth:
+    """Phase one: write the shard's customers, labels and state; keep its purchases (in memory, or
+    with ``stage`` in a staging file: a worker then holds one shard at a time), return their
     per-day counts (the coordinator gives each day its first transaction id from every shard's)."""
     written = write_shard_files(lake, s, period, agents, month)
     p = in_time_order(month.purchases)
     days = purchase_days(p.t)
-    _KEPT[month.shard] = (period.index, p, days)
+    _KEPT[month.shard] = (period.index, stage_purchases(lake, period.index + 1, month.shard, p) if stage else p, days)
     return replace(written, purchases=_NO_PURCHASES, days=days)
 
 
 def _write_transactions_in_worker(shard: int, period: Period, lake: str, firsts: np.ndarray) -> object:
     """Phase two: the kept purchases as the shard's raw_transactions part (None: it bought nothing)."""
-    index, p, days = _KEPT.pop(shard)
+    index, kept, days = _KEPT.pop(shard)
+    p = read_staged(kept) if isinstance(kept, str) else kept
     assert index == period.index, (index, period.index)
     return write_shard_transactions(Path(lake), period, shard, p, days, firsts)
 
@@ -205,7 +209,8 @@ class ProcessRunner:
         speculate: start the next month early (see above).
         resident: keep each shard's state in its worker between months. False (writing into a
             lake only): a worker reads each shard's state from its file when it runs it and keeps
-            nothing, so no process holds more than a shard at a time (no speculation then).
+            nothing (its purchases wait in a staging file between the phases), so no process holds
+            more than a shard at a time (no speculation then).
     """
 
     def __init__(self, workers: int, *, speculate: bool = True, resident: bool = True) -> None:
@@ -291,6 +296,8 @@ class ProcessRunner:
         for (agents, m), f in zip(results, futures, strict=True):
             part = f.result()
             out.append((agents, m if part is None else replace(m, files={**m.files, "raw_transactions": part})))
+        if not self.resident:
+            clear_staging(Path(self._lake), period.index + 1)  # every shard's transactions are written
         return out
 
     def _speculate(self, state: RunState, period: Period, plan: Plan, results: list[Result]) -> None:

@@ -116,6 +116,7 @@ def test_workers_own_their_shards_state_the_coordinator_only_knows_where_it_is(
         np.testing.assert_array_equal(resumed.shards[3].load().last, state.shards[3].load().last)
         runs.append(lake, until="2024-04", runner=runner)
     assert_same_tables({n: read_table(lake, n) for n in TABLES}, reference)
+    assert not (lake / "_churnsim" / "staging").exists() or not any((lake / "_churnsim" / "staging").iterdir())
 
 
 def test_bench_cli_small_json() -> None:
