@@ -72,6 +72,16 @@ def preset(size: Size, *, customers: int | None = None, months: int | None = Non
 
 
 def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    if who == resource.RUSAGE_SELF:
+        # VmHWM is this address space's own peak; ru_maxrss carries the parent's peak at fork over
+        # exec, so a fresh subprocess would report at least its parent's.
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 

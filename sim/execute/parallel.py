@@ -160,7 +160,11 @@ def _watch_coordinator(pid: int) -> None:
 def _peak_rss_kib() -> int:
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:  # this address space's own peak (ru_maxrss would carry the forkserver's over)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # --------------------------------------------------------------------------- the coordinator's side
