@@ -3,7 +3,8 @@
 Layout of a lake directory::
 
     raw_customers/ raw_transactions/ customer_labels/ daily_metrics/   the four tables (Delta)
-    _churnsim/state/        engine state after the last finished month (Delta, overwritten monthly)
+    _churnsim/state/        engine state after the last finished month (Delta, one file per shard, overwritten monthly)
+    _churnsim/staging/      purchases between a month's two phases (stateless workers; see sim.lake.staging)
     _churnsim/scenario.json the scenario in force (ground truth for drift and A/B analysis)
     _churnsim/intent.json   what the current run/append set out to do (its last month)
     _churnsim/lock          flock'd by the process writing the lake (see :mod:`sim.lake.lock`)
