@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from sim.contracts import CATEGORIES, CHANNELS, SEGMENTS
-from sim.model.calendar import Period, epoch_day
 from sim.model.agents import Purchases
+from sim.model.calendar import Period, epoch_day
 from sim.model.identity import identity_columns
 
 if TYPE_CHECKING:
