@@ -13,9 +13,10 @@ simulates its shards, writes their customers, labels and state files, keeps thei
 time order and returns per-day purchase counts and the daily-metric partials. Two: from every
 shard's counts the coordinator gives each (day, shard) its first transaction id
 (:func:`sim.batch.tables.first_ids`) and each worker writes its shards' transactions. Only file
-metadata and counts reach the coordinator. The purchases wait in the worker's memory, not in a
-staging file: a worker is a long-lived process that owns its shards, and if it dies the month
-fails and is re-simulated by the rerun (its files are orphans for ``optimize``).
+metadata and counts reach the coordinator. The purchases wait in the worker's memory (a worker
+is a long-lived process that owns its shards; if it dies the month fails and the rerun
+re-simulates it, its files orphans for ``optimize``), or with ``resident=False`` in a staging
+file (:mod:`sim.lake.staging`), so that a worker holds one shard at a time.
 """
 
 from __future__ import annotations
