@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from sim.contracts import CATEGORIES, CHANNELS, SEGMENTS
+from sim.contracts import CATEGORIES, CHANGE_TYPES, CHANNELS, SEGMENTS, TIERS
 from sim.model.calendar import Period, epoch_day
-from sim.model.identity import identity_columns
+from sim.model.changes import HISTORY_FIELDS
+from sim.model.identity import address_columns, email_column, identity_columns
 
 if TYPE_CHECKING:
     from sim.engine.state import RunState, ShardMonth
     from sim.scenario import Scenario
 
-__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "labels_table",
-           "metrics_table", "month_tables", "transactions_table"]
+__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "deliver_history", "history_table",
+           "labels_table", "metrics_table", "month_tables", "transactions_table"]
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -74,13 +75,29 @@ DAILY_METRICS = pa.schema([
     pa.field("dropouts", pa.int64()),
 ])
 
-TABLES: tuple[str, ...] = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics")
-SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS), strict=True))
+# One row per change of a customer's attributes (SCD type 2 source): the full state after it.
+HISTORY = pa.schema([
+    pa.field("customer_id", pa.int64(), nullable=False),
+    pa.field("valid_from", _UTC, nullable=False),
+    pa.field("version", pa.int32(), nullable=False),
+    pa.field("change_type", pa.string(), nullable=False),
+    pa.field("segment", pa.string()),
+    pa.field("tier", pa.string()),
+    pa.field("email", pa.string()),
+    pa.field("city", pa.string()),
+    pa.field("state", pa.string()),
+    pa.field("postal_code", pa.string()),
+    pa.field("recorded_at", _UTC, nullable=False),
+])
+
+TABLES: tuple[str, ...] = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "customer_history")
+SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS, HISTORY), strict=True))
 
 _SEGMENTS = pa.array(SEGMENTS, pa.string())
 _CHANNELS = pa.array(CHANNELS, pa.string())
 _CATEGORIES = pa.array(CATEGORIES, pa.string())
-_DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES}
+_DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES,
+          "tier": pa.array(TIERS, pa.string()), "change_type": pa.array(CHANGE_TYPES, pa.string())}
 
 
 def codes_to_strings(kind: str, codes: np.ndarray) -> pa.Array:
@@ -111,14 +128,32 @@ def _arms_map(arms: np.ndarray, names: list[str]) -> pa.Array:
 
 
 def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> dict[str, pa.Table]:
-    """The month's four tables from the shards' arrays.
+    """The month's tables from the shards' arrays (customer_history: every change, late ones included).
 
     ``state`` is the state *before* the month (its next ids are this month's first ids).
     Transaction ids follow (timestamp, customer_id) order, so they do not depend on sharding.
     """
     s = state.scenario
     return dict(zip(TABLES, (customers_table(s.seed, months), transactions_table(state, months),
-                             labels_table(s, months), metrics_table(period, months)), strict=True))
+                             labels_table(s, months), metrics_table(period, months),
+                             history_table(s.seed, [m.history for m in months])), strict=True))
+
+
+def history_table(seed: int, parts: list[dict[str, np.ndarray]]) -> pa.Table:
+    """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in the given order."""
+    h = {k: np.concatenate([p[k] for p in parts if p] or [np.empty(0, np.int64)]) for k in HISTORY_FIELDS}
+    cid = h["customer_id"].astype(np.int64)
+    return pa.table({
+        "customer_id": cid,
+        "valid_from": pa.array(h["valid_from_us"].astype(np.int64), pa.int64()).cast(_UTC),
+        "version": pa.array(h["version"].astype(np.int32)),
+        "change_type": codes_to_strings("change_type", h["change_type"]),
+        "segment": codes_to_strings("segment", h["segment"]),
+        "tier": codes_to_strings("tier", h["tier"]),
+        "email": email_column(seed, cid, h["emails"]),
+        **address_columns(seed, cid, h["moves"]),
+        "recorded_at": pa.array(h["recorded_us"].astype(np.int64), pa.int64()).cast(_UTC),
+    }, schema=HISTORY)
 
 
 def customers_table(seed: int, months: list[ShardMonth]) -> pa.Table:
@@ -161,6 +196,19 @@ def transactions_table(state: RunState, months: list[ShardMonth]) -> pa.Table:
         "channel": codes_to_strings("channel", np.concatenate([x.channel for x in p])[order]),
     }, schema=TRANSACTIONS)
     return transactions
+
+
+def deliver_history(rows: pa.Table, carry: pa.Table | None, period: Period) -> tuple[pa.Table, pa.Table | None]:
+    """customer_history rows this batch delivers (recorded by its month's end), and those it holds back.
+
+    ``carry`` is what earlier batches held back; a late change reaches the first batch whose month
+    end is at or after its ``recorded_at``, so a Delta version never holds a row recorded after it.
+    """
+    rows = rows if carry is None else pa.concat_tables([carry.cast(HISTORY), rows])
+    us = rows.column("recorded_at").cast(pa.int64()).to_numpy()
+    now = us <= round(period.t1 * 86_400_000_000)
+    later = rows.filter(pa.array(~now))
+    return rows.filter(pa.array(now)), later if later.num_rows else None
 
 
 def labels_table(s: Scenario, months: list[ShardMonth]) -> pa.Table:

@@ -36,6 +36,8 @@ from sim.batch.tables import (
     SCHEMAS,
     TABLES,
     customers_table,
+    deliver_history,
+    history_table,
     labels_table,
     metrics_table,
     month_tables,
@@ -95,8 +97,10 @@ class DeltaSink:
     """
 
     def __init__(self, lake: Path, *, batch: Batcher = plain_batch, carry: pa.Table | None = None,
-                 progress: Callable[[MonthWritten], None] | None = None) -> None:
+                 history_carry: pa.Table | None = None, progress: Callable[[MonthWritten], None] | None = None) -> None:
         self.lake, self.batch, self.carry, self.progress = lake, batch, carry, progress
+        # customer_history rows recorded after the last batch's month end: delivered by a later one.
+        self.history_carry = history_carry
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
         if months and all(m.files for m in months):
@@ -107,15 +111,30 @@ class DeltaSink:
                 "raw_customers": (SCHEMAS["raw_customers"], [_file(m, "raw_customers") for m in months if "raw_customers" in m.files]),
                 "raw_transactions": transactions_table(before, months),
                 "customer_labels": (SCHEMAS["customer_labels"], [_file(m, "customer_labels") for m in months if "customer_labels" in m.files]),
-                "daily_metrics": metrics_table(period, months)}
+                "daily_metrics": metrics_table(period, months),
+                "customer_history": self._history_files(before, period, months)}
             state_files = {m.shard: _file(m, "state") for m in months}
         else:
             tables, self.carry = self.batch(before, period, months, self.carry)
+            tables["customer_history"], self.history_carry = deliver_history(tables["customer_history"],
+                                                                             self.history_carry, period)
             state_files = None
-        written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files)
+        written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files,
+                               history_carry=self.history_carry)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if self.progress:
             self.progress(written)
+
+
+    def _history_files(self, before: RunState, period: Period, months: list[ShardMonth]) -> Part:
+        """The workers' on-time history files, plus one here for late rows this batch delivers."""
+        held = history_table(before.scenario.seed, [m.history for m in months])  # what the workers held back
+        due, self.history_carry = deliver_history(held, self.history_carry, period)
+        files = [_file(m, "customer_history") for m in months if "customer_history" in m.files]
+        if due.num_rows:  # (a table that holds the month already skips its commit: this file is then in none)
+            files.append(write_part(self.lake / "customer_history", due,
+                                    name=part_name(month=period.index + 1, shard=None, kind="customer_history")))
+        return SCHEMAS["customer_history"], files
 
 
 def _file(month: ShardMonth, name: str) -> DataFile:
@@ -125,7 +144,7 @@ def _file(month: ShardMonth, name: str) -> DataFile:
 
 
 def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Agents, month: ShardMonth) -> ShardMonth:
-    """Write one shard's customers, labels and new state into the lake (in the shard's worker).
+    """Write one shard's customers, labels, on-time history and new state into the lake (in the shard's worker).
 
     Returns the month with those arrays replaced by the files' metadata; nothing is committed
     (the coordinator commits every shard's files in one commit per table). An empty part writes
@@ -133,14 +152,19 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
     """
     month_no = period.index + 1
     files: dict[str, object] = {}
+    # The shard's on-time changes go in its file; those recorded later go back to the coordinator,
+    # which delivers them with a later batch (sim.batch.tables.deliver_history).
+    late = month.history["recorded_us"] > round(period.t1 * 86_400_000_000)
+    on_time = history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}])
     for name, rows in (("raw_customers", customers_table(scenario.seed, [month])),
-                       ("customer_labels", labels_table(scenario, [month]))):
+                       ("customer_labels", labels_table(scenario, [month])), ("customer_history", on_time)):
         if rows.num_rows:
             files[name] = write_part(lake / name, rows, name=part_name(month=month_no, shard=month.shard, kind=name))
     files["state"] = write_part(internal_dir(lake) / "state", shard_state_table(month.shard, agents),
                                 name=part_name(month=month_no, shard=month.shard, kind="state"))
     worker_checkpoint(f"after shard {month.shard} files {period.label}")
-    return replace(month, new_customers={}, labels={}, files=files)
+    return replace(month, new_customers={}, labels={}, history={k: v[late] for k, v in month.history.items()},
+                   files=files)
 
 
 def month_done(lake: Path, name: str, month_no: int) -> bool:
@@ -165,7 +189,8 @@ def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None =
 
 
 def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, Part], *,
-                 carry: pa.Table | None, state_files: dict[int, DataFile] | None = None) -> MonthWritten:
+                 carry: pa.Table | None, state_files: dict[int, DataFile] | None = None,
+                 history_carry: pa.Table | None = None) -> MonthWritten:
     """Commit one month's tables (the four, then any others), each once, then the state ``after``.
 
     A table given as rows is written here, just before its commit; one given as files (written
@@ -196,7 +221,7 @@ def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, 
     state = dict(state_files or {})
     state |= write_state_files(lake, after, shards=[k for k in sorted(after.shards) if k not in state])
     schema = state_schema()
-    meta = {**state_meta(after), "carry": to_ipc(carry), STATE_FILES_KEY: {str(k): f.path for k, f in sorted(state.items())}}
+    meta = {**state_meta(after), "carry": to_ipc(carry), "history_carry": to_ipc(history_carry), STATE_FILES_KEY: {str(k): f.path for k, f in sorted(state.items())}}
     commit_files(internal_dir(lake) / "state", [state[k] for k in sorted(state)], schema=schema, mode="overwrite",
                  commit_properties=CommitProperties(custom_metadata={META_KEY: json.dumps(meta)},
                                                     app_transactions=[Transaction(APP_ID, month_no)]))

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from sim.model import keyed
 
-__all__ = ["identity_columns"]
+__all__ = ["address_columns", "email_column", "identity_columns"]
 
 _POOL_SEED = 20240101
 _POOL_SIZE = 1024
@@ -49,17 +49,45 @@ def _pick(pool: np.ndarray, seed: int, cid: np.ndarray, part: int) -> pa.Array:
 def identity_columns(seed: int, customer_id: np.ndarray) -> dict[str, pa.Array]:
     """first_name, last_name, email, city, state and postal_code for each customer id."""
     pools = _pools()
-    first = _pick(pools["first"], seed, customer_id, 0)
-    last = _pick(pools["last"], seed, customer_id, 1)
-    domain = _pick(pools["domain"], seed, customer_id, 2)
-    place = (keyed.uniform(seed, "identity", customer_id, 3) * _POOL_SIZE).astype(np.int64)
-    local = pc.utf8_lower(pc.binary_join_element_wise(first, last, pa.array(customer_id.astype(str)), "."))
-    email = pc.binary_join_element_wise(pc.replace_substring(local, "'", ""), domain, "@")
+    zero = np.zeros(len(customer_id), np.int64)
     return {
-        "first_name": first,
-        "last_name": last,
-        "email": email,
+        "first_name": _pick(pools["first"], seed, customer_id, 0),
+        "last_name": _pick(pools["last"], seed, customer_id, 1),
+        "email": email_column(seed, customer_id, zero),
+        **address_columns(seed, customer_id, zero),
+    }
+
+
+def _keyed_index(seed: int, customer_id: np.ndarray, counter: np.ndarray, part: int, n: int) -> np.ndarray:
+    """A pool index per customer: its signup draw (``identity``) at counter 0, after that keyed by the counter."""
+    u = keyed.uniform(seed, "identity", customer_id, part)
+    changed = np.flatnonzero(counter > 0)
+    if len(changed):
+        u[changed] = keyed.uniform(seed, "address", customer_id[changed], counter[changed], part)
+    return (u * n).astype(np.int64)
+
+
+def address_columns(seed: int, customer_id: np.ndarray, moves: np.ndarray) -> dict[str, pa.Array]:
+    """city, state and postal_code of each customer after ``moves`` moves (0: its raw_customers address)."""
+    pools = _pools()
+    place = _keyed_index(seed, customer_id, np.asarray(moves, np.int64), 3, _POOL_SIZE)
+    return {
         "city": pa.array(pools["city"][place], pa.string()),
         "state": pa.array(pools["state"][place], pa.string()),
         "postal_code": pa.array(pools["zip"][place], pa.string()),
     }
+
+
+def email_column(seed: int, customer_id: np.ndarray, emails: np.ndarray) -> pa.Array:
+    """Each customer's e-mail after ``emails`` changes (0: its raw_customers e-mail).
+
+    A changed address keeps the name (``first.last.<id>.<k>``) at a domain keyed by the change.
+    """
+    pools = _pools()
+    emails = np.asarray(emails, np.int64)
+    first = _pick(pools["first"], seed, customer_id, 0)
+    last = _pick(pools["last"], seed, customer_id, 1)
+    domain = pa.array(pools["domain"][_keyed_index(seed, customer_id, emails, 2, len(pools["domain"]))], pa.string())
+    tail = np.char.add(customer_id.astype(str), np.where(emails > 0, np.char.add(".", emails.astype(str)), ""))
+    local = pc.utf8_lower(pc.binary_join_element_wise(first, last, pa.array(tail), "."))
+    return pc.binary_join_element_wise(pc.replace_substring(local, "'", ""), domain, "@")

@@ -27,7 +27,8 @@ from sim.lake.status import lake_status
 SCEN = {"name": "t", "seed": 11, "calendar": {"start_date": "2024-01-01", "months": 6},
         "population": {"size": 1500, "shard_size": 500}}
 KEYS = {"raw_customers": ["customer_id"], "raw_transactions": ["transaction_id"],
-        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"]}
+        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"],
+        "customer_history": ["customer_id", "valid_from"]}
 
 
 def _tables(lake: Path, version: int | None = None) -> dict[str, pa.Table]:
