@@ -15,7 +15,7 @@ MALFORMED = [
     ('unknown_top_key', 'seeed: 3\n',
      "Error: {file}: seeed: unknown key (did you mean 'seed'?); expected one of schema_version, name, description, seed, calendar, seasonality, population, targets, interventions, drifts, experiments, corruption, notes (got 3)"),
     ('unknown_nested_key', 'population:\n  sise: 10\n',
-     "Error: {file}: population.sise: unknown key (did you mean 'size'?); expected one of size, shard_size, recency_scale_days, segments, heterogeneity, acquisition, category_weights (got 10)"),
+     "Error: {file}: population.sise: unknown key (did you mean 'size'?); expected one of size, shard_size, recency_scale_days, segments, heterogeneity, acquisition, changes, category_weights (got 10)"),
     ('wrong_type_size', 'population:\n  size: lots\n',
      "Error: {file}: population.size: expected an integer (got 'lots')"),
     ('float_size', 'population:\n  size: 10.5\n',
