@@ -134,15 +134,33 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
     Transaction ids follow (timestamp, customer_id) order, so they do not depend on sharding.
     """
     s = state.scenario
-    return dict(zip(TABLES, (customers_table(s.seed, months), transactions_table(state, months),
-                             labels_table(s, months), metrics_table(period, months),
-                             history_table(s.seed, [m.history for m in months])), strict=True))
+    customers = customers_table(s.seed, months)
+    return dict(zip(TABLES, (customers, transactions_table(state, months), labels_table(s, months),
+                             metrics_table(period, months),
+                             history_table(s.seed, [m.history for m in months], customers=customers)), strict=True))
 
 
-def history_table(seed: int, parts: list[dict[str, np.ndarray]]) -> pa.Table:
-    """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in the given order."""
+def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: pa.Table | None = None) -> pa.Table:
+    """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in the given order.
+
+    ``customers``, the month's raw_customers rows, if given, lends its strings to the signup rows
+    (the same values, without drawing them again).
+    """
     h = {k: np.concatenate([p[k] for p in parts if p] or [np.empty(0, np.int64)]) for k in HISTORY_FIELDS}
     cid = h["customer_id"].astype(np.int64)
+    signup = h["change_type"] == CHANGE_TYPES.index("signup")
+    if customers is not None and customers.num_rows and signup.any():
+        # Signup rows' strings from raw_customers, the others drawn; then back in the rows' order.
+        rows = np.r_[np.flatnonzero(signup), np.flatnonzero(~signup)]
+        pos = pa.array(np.searchsorted(customers.column("customer_id").to_numpy(), cid[signup]))
+        back = pa.array(np.argsort(rows, kind="stable"))
+        other = cid[~signup]
+        drawn = {"email": email_column(seed, other, h["emails"][~signup]),
+                 **address_columns(seed, other, h["moves"][~signup])}
+        strings = {k: pa.concat_arrays([customers.column(k).take(pos).combine_chunks(), v]).take(back)
+                   for k, v in drawn.items()}
+    else:
+        strings = {"email": email_column(seed, cid, h["emails"]), **address_columns(seed, cid, h["moves"])}
     return pa.table({
         "customer_id": cid,
         "valid_from": pa.array(h["valid_from_us"].astype(np.int64), pa.int64()).cast(_UTC),
@@ -150,8 +168,7 @@ def history_table(seed: int, parts: list[dict[str, np.ndarray]]) -> pa.Table:
         "change_type": codes_to_strings("change_type", h["change_type"]),
         "segment": codes_to_strings("segment", h["segment"]),
         "tier": codes_to_strings("tier", h["tier"]),
-        "email": email_column(seed, cid, h["emails"]),
-        **address_columns(seed, cid, h["moves"]),
+        **strings,
         "recorded_at": pa.array(h["recorded_us"].astype(np.int64), pa.int64()).cast(_UTC),
     }, schema=HISTORY)
 

@@ -155,9 +155,10 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
     # The shard's on-time changes go in its file; those recorded later go back to the coordinator,
     # which delivers them with a later batch (sim.batch.tables.deliver_history).
     late = month.history["recorded_us"] > round(period.t1 * 86_400_000_000)
-    on_time = history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}])
-    for name, rows in (("raw_customers", customers_table(scenario.seed, [month])),
-                       ("customer_labels", labels_table(scenario, [month])), ("customer_history", on_time)):
+    customers = customers_table(scenario.seed, [month])
+    on_time = history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}], customers=customers)
+    for name, rows in (("raw_customers", customers), ("customer_labels", labels_table(scenario, [month])),
+                       ("customer_history", on_time)):
         if rows.num_rows:
             files[name] = write_part(lake / name, rows, name=part_name(month=month_no, shard=month.shard, kind=name))
     files["state"] = write_part(internal_dir(lake) / "state", shard_state_table(month.shard, agents),

@@ -10,11 +10,10 @@ the same rows, and a month made in a resumed run is the month of a straight one.
   on the customer's trailing spend, an exponentially decayed sum of its purchases scaled to
   currency per month (a steady spend of m a month converges to m); a tier is entered at its
   threshold and kept down to ``tier_downgrade_ratio`` of it.
-* **address** and **email**: a Poisson clock per customer at the scenario's yearly rate, read
-  off one keyed uniform per customer and month (the first arrival in the month, if any; a
-  second in the same month, about 3e-5 of months at the default rates, is not drawn), only while
-  the customer is live. The new address and e-mail are keyed by (customer, change counter), so
-  the state holds counters, not strings.
+* **address** and **email**: Poisson clocks per customer at the scenario's yearly rates, read
+  off one keyed uniform per customer and month (at most one of the two changes a month), only
+  while the customer is live. The new address and e-mail are keyed by (customer, change
+  counter), so the state holds counters, not strings.
 
 Randomness is keyed by (seed, customer, month) or (seed, customer, version): no global state.
 """
@@ -60,13 +59,17 @@ class MonthStart:
 
 
 def _tier_up(spend: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    return np.searchsorted(thresholds, spend, side="right").astype(np.int8)
+    """How many thresholds ``spend`` reaches (three comparisons beat a searchsorted here)."""
+    up = np.zeros(len(spend), np.int8)
+    for x in thresholds:
+        up += spend >= x
+    return up
 
 
 def _review(tier: np.ndarray, spend: np.ndarray, thresholds: np.ndarray, ratio: float) -> np.ndarray:
     """The tier after a review: up to the highest threshold reached, else down to the highest one kept."""
     up = _tier_up(spend, thresholds)
-    kept = np.searchsorted(thresholds * ratio, spend, side="right").astype(np.int8)
+    kept = _tier_up(spend, thresholds * ratio)
     return np.where(up > tier, up, np.minimum(tier, kept)).astype(np.int8)
 
 
@@ -78,18 +81,28 @@ def _in_group(idx: np.ndarray, x: np.ndarray) -> np.ndarray:
     return cs - np.maximum.accumulate(base)
 
 
-def _first_arrival(s: Scenario, stream: str, rate: float, ag: Agents, period: Period) -> np.ndarray:
-    """Time of the customer's first change of this kind in the month (NaN: none); live customers only."""
-    out = np.full(len(ag), np.nan)
+def _moves_and_emails(s: Scenario, ag: Agents, period: Period) -> tuple[np.ndarray, np.ndarray]:
+    """Times of each customer's move and e-mail change this month (NaN: none); live customers only.
+
+    One Poisson clock at the two rates' sum, read off one keyed uniform per live customer and
+    month (its first arrival in the month, if any); which of the two it is, by their rates, is a
+    second keyed draw for those few. So a customer changes at most one of them a month (a second
+    change in the same month is about 3e-5 of months at the default rates, and is not drawn).
+    """
+    ch = s.population.changes
+    rate = ch.move_rate_per_year + ch.email_change_rate_per_year
+    move, email = np.full(len(ag), np.nan), np.full(len(ag), np.nan)
     if rate <= 0 or not len(ag):
-        return out
+        return move, email
     lo = np.maximum(period.t0, ag.since)
     live = np.flatnonzero(~(ag.dropout <= lo))  # NaN: still live
-    u = keyed.uniform(s.seed, stream, ag.customer_id[live], period.index)
+    u = keyed.uniform(s.seed, "move", ag.customer_id[live], period.index)
     t = lo[live] - np.log(u) * (365.25 / rate)
     ok = (t < period.t1) & ~(ag.dropout[live] <= t)
-    out[live[ok]] = t[ok]
-    return out
+    who, t = live[ok], t[ok]
+    is_email = keyed.uniform(s.seed, "email", ag.customer_id[who], period.index) < ch.email_change_rate_per_year / rate
+    email[who[is_email]], move[who[~is_email]] = t[is_email], t[~is_email]
+    return move, email
 
 
 def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStart, ag: Agents,
@@ -119,8 +132,7 @@ def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStar
 
     graduated = (start.segment == NEW_CUSTOMER) & (ag.segment != NEW_CUSTOMER)
     grad_t = np.maximum(np.maximum(start.graduate_at, t0), ag.since)
-    move_t = _first_arrival(s, "move", ch.move_rate_per_year, ag, period)
-    email_t = _first_arrival(s, "email", ch.email_change_rate_per_year, ag, period)
+    move_t, email_t = _moves_and_emails(s, ag, period)
     parts = [(np.flatnonzero(start.joined), SIGNUP, ag.since), (np.flatnonzero(graduated), SEGMENT, grad_t),
              (np.flatnonzero(~np.isnan(move_t)), ADDRESS, move_t), (np.flatnonzero(~np.isnan(email_t)), EMAIL, email_t),
              (np.flatnonzero(new_tier != old_tier), TIER, np.full(n, t1))]
