@@ -122,7 +122,11 @@ def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStar
         ag.tier[i] = _tier_up(ag.spend[i], thresholds)
     # Tier review at the month's close.
     half_life = ch.spend_half_life_months * DAYS_PER_MONTH
-    pos = np.searchsorted(ag.customer_id, purchases.customer_id)
+    ids = ag.customer_id
+    if n and ids[-1] - ids[0] == n - 1:  # a shard's ids are one contiguous range (shards are id ranges)
+        pos = purchases.customer_id - ids[0]
+    else:
+        pos = np.searchsorted(ids, purchases.customer_id)
     weight = purchases.amount * np.exp2(-(t1 - purchases.t) / half_life)
     spend = ag.spend * math.exp2(-(t1 - t0) / half_life)
     spend += np.bincount(pos, weights=weight, minlength=n) * (math.log(2) / ch.spend_half_life_months)

@@ -50,10 +50,12 @@ def identity_columns(seed: int, customer_id: np.ndarray) -> dict[str, pa.Array]:
     """first_name, last_name, email, city, state and postal_code for each customer id."""
     pools = _pools()
     zero = np.zeros(len(customer_id), np.int64)
+    first = _pick(pools["first"], seed, customer_id, 0)
+    last = _pick(pools["last"], seed, customer_id, 1)
     return {
-        "first_name": _pick(pools["first"], seed, customer_id, 0),
-        "last_name": _pick(pools["last"], seed, customer_id, 1),
-        "email": email_column(seed, customer_id, zero),
+        "first_name": first,
+        "last_name": last,
+        "email": _email(seed, customer_id, zero, first, last),
         **address_columns(seed, customer_id, zero),
     }
 
@@ -84,10 +86,17 @@ def email_column(seed: int, customer_id: np.ndarray, emails: np.ndarray) -> pa.A
     A changed address keeps the name (``first.last.<id>.<k>``) at a domain keyed by the change.
     """
     pools = _pools()
-    emails = np.asarray(emails, np.int64)
     first = _pick(pools["first"], seed, customer_id, 0)
     last = _pick(pools["last"], seed, customer_id, 1)
+    return _email(seed, customer_id, np.asarray(emails, np.int64), first, last)
+
+
+def _email(seed: int, customer_id: np.ndarray, emails: np.ndarray, first: pa.Array, last: pa.Array) -> pa.Array:
+    pools = _pools()
     domain = pa.array(pools["domain"][_keyed_index(seed, customer_id, emails, 2, len(pools["domain"]))], pa.string())
-    tail = np.char.add(customer_id.astype(str), np.where(emails > 0, np.char.add(".", emails.astype(str)), ""))
-    local = pc.utf8_lower(pc.binary_join_element_wise(first, last, pa.array(tail), "."))
-    return pc.binary_join_element_wise(pc.replace_substring(local, "'", ""), domain, "@")
+    local = pc.binary_join_element_wise(first, last, pa.array(customer_id.astype(str)), ".")
+    changed = emails > 0
+    if changed.any():
+        counter = pa.array(emails).cast(pa.string())
+        local = pc.if_else(pa.array(changed), pc.binary_join_element_wise(local, counter, "."), local)
+    return pc.binary_join_element_wise(pc.replace_substring(pc.utf8_lower(local), "'", ""), domain, "@")
