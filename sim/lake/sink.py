@@ -101,6 +101,7 @@ class DeltaSink:
         self.lake, self.batch, self.carry, self.progress = lake, batch, carry, progress
         # customer_history rows recorded after the last batch's month end: delivered by a later one.
         self.history_carry = history_carry
+        self._opened: dict[str, DeltaTable] = {}  # tables kept open across months (this sink is the only writer)
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
         if months and all(m.files for m in months):
@@ -120,7 +121,7 @@ class DeltaSink:
                                                                              self.history_carry, period)
             state_files = None
         written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files,
-                               history_carry=self.history_carry)
+                               history_carry=self.history_carry, opened=self._opened)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if self.progress:
             self.progress(written)
@@ -177,6 +178,21 @@ def _load(path: Path) -> DeltaTable | None:
     return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
 
 
+def _current(lake: Path, name: str, opened: dict[str, DeltaTable] | None) -> DeltaTable | None:
+    """Table ``name`` as of its latest commit: loaded, or (kept open in ``opened``) brought up to date,
+    which reads only the commits since (a load reads the whole log, ~10 ms a table a month)."""
+    if opened is None:
+        return _load(lake / name)
+    table = opened.get(name)
+    if table is None:
+        table = _load(lake / name)
+        if table is not None:
+            opened[name] = table
+    else:
+        table.update_incremental()
+    return table
+
+
 def _done(table: DeltaTable | None, month_no: int) -> bool:
     return table is not None and (table.transaction_version(APP_ID) or 0) >= month_no
 
@@ -191,20 +207,21 @@ def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None =
 
 def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, Part], *,
                  carry: pa.Table | None, state_files: dict[int, DataFile] | None = None,
-                 history_carry: pa.Table | None = None) -> MonthWritten:
+                 history_carry: pa.Table | None = None, opened: dict[str, DeltaTable] | None = None) -> MonthWritten:
     """Commit one month's tables (the four, then any others), each once, then the state ``after``.
 
     A table given as rows is written here, just before its commit; one given as files (written
     by a worker) is only committed. A table that already holds the month is skipped, and so are
     its files: no commit references them (vacuum removes them). ``state_files`` are the shards'
-    state files the workers wrote; missing shards are written here from ``after``.
+    state files the workers wrote; missing shards are written here from ``after``. ``opened``: the
+    caller's tables kept open from month to month (the sink's; None: each is loaded).
     """
     month_no = period.index + 1
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": package_version(), "month": period.label, "period_index": period.index}
     written = MonthWritten(period, {})
     for name in (*TABLES, *(n for n in tables if n not in TABLES)):
-        current = _load(lake / name)  # loaded once: the exactly-once check, then the commit
+        current = _current(lake, name, opened)  # read once: the exactly-once check, then the commit
         if _done(current, month_no):
             written.skipped.append(name)
             continue
