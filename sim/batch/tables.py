@@ -151,13 +151,15 @@ def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: p
     signup = h["change_type"] == CHANGE_TYPES.index("signup")
     if customers is not None and customers.num_rows and signup.any():
         # Signup rows' strings from raw_customers, the others drawn; then back in the rows' order.
-        rows = np.r_[np.flatnonzero(signup), np.flatnonzero(~signup)]
-        pos = pa.array(np.searchsorted(customers.column("customer_id").to_numpy(), cid[signup]))
-        back = pa.array(np.argsort(rows, kind="stable"))
+        # One take per column from [the customers' strings, the drawn ones].
+        source = np.empty(len(cid), np.int64)
+        source[signup] = np.searchsorted(customers.column("customer_id").to_numpy(), cid[signup])
+        source[~signup] = customers.num_rows + np.arange(int((~signup).sum()))
         other = cid[~signup]
         drawn = {"email": email_column(seed, other, h["emails"][~signup]),
                  **address_columns(seed, other, h["moves"][~signup])}
-        strings = {k: pa.concat_arrays([customers.column(k).take(pos).combine_chunks(), v]).take(back)
+        take = pa.array(source)
+        strings = {k: pa.chunked_array([*customers.column(k).chunks, v]).take(take).combine_chunks()
                    for k, v in drawn.items()}
     else:
         strings = {"email": email_column(seed, cid, h["emails"]), **address_columns(seed, cid, h["moves"])}
@@ -224,8 +226,9 @@ def deliver_history(rows: pa.Table, carry: pa.Table | None, period: Period) -> t
     rows = rows if carry is None else pa.concat_tables([carry.cast(HISTORY), rows])
     us = rows.column("recorded_at").cast(pa.int64()).to_numpy()
     now = us <= round(period.t1 * 86_400_000_000)
-    later = rows.filter(pa.array(~now))
-    return rows.filter(pa.array(now)), later if later.num_rows else None
+    if now.all():
+        return rows, None
+    return rows.filter(pa.array(now)), rows.filter(pa.array(~now))
 
 
 def labels_table(s: Scenario, months: list[ShardMonth]) -> pa.Table:

@@ -22,7 +22,7 @@ _POOL_SIZE = 1024
 
 
 @functools.cache
-def _pools() -> dict[str, np.ndarray]:
+def _pools() -> dict[str, pa.Array]:
     from faker import Faker
 
     fake = Faker("en_US")
@@ -30,20 +30,21 @@ def _pools() -> dict[str, np.ndarray]:
     first = np.array([fake.first_name() for _ in range(_POOL_SIZE)], dtype=object)
     last = np.array([fake.last_name() for _ in range(_POOL_SIZE)], dtype=object)
     places = [(fake.city(), fake.state_abbr(), fake.zipcode()) for _ in range(_POOL_SIZE)]
-    domains = np.array(sorted({fake.free_email_domain() for _ in range(200)}), dtype=object)
-    return {
+    domains = sorted({fake.free_email_domain() for _ in range(200)})
+    # Arrow arrays: rows take from them without a Python string per row.
+    return {k: pa.array(v, pa.string()) for k, v in {
         "first": first,
         "last": last,
-        "city": np.array([p[0] for p in places], dtype=object),
-        "state": np.array([p[1] for p in places], dtype=object),
-        "zip": np.array([p[2] for p in places], dtype=object),
+        "city": [p[0] for p in places],
+        "state": [p[1] for p in places],
+        "zip": [p[2] for p in places],
         "domain": domains,
-    }
+    }.items()}
 
 
-def _pick(pool: np.ndarray, seed: int, cid: np.ndarray, part: int) -> pa.Array:
+def _pick(pool: pa.Array, seed: int, cid: np.ndarray, part: int) -> pa.Array:
     u = keyed.uniform(seed, "identity", cid, part)
-    return pa.array(pool[(u * len(pool)).astype(np.int64)], pa.string())
+    return pool.take(pa.array((u * len(pool)).astype(np.int64)))
 
 
 def identity_columns(seed: int, customer_id: np.ndarray) -> dict[str, pa.Array]:
@@ -72,12 +73,9 @@ def _keyed_index(seed: int, customer_id: np.ndarray, counter: np.ndarray, part: 
 def address_columns(seed: int, customer_id: np.ndarray, moves: np.ndarray) -> dict[str, pa.Array]:
     """city, state and postal_code of each customer after ``moves`` moves (0: its raw_customers address)."""
     pools = _pools()
-    place = _keyed_index(seed, customer_id, np.asarray(moves, np.int64), 3, _POOL_SIZE)
-    return {
-        "city": pa.array(pools["city"][place], pa.string()),
-        "state": pa.array(pools["state"][place], pa.string()),
-        "postal_code": pa.array(pools["zip"][place], pa.string()),
-    }
+    place = pa.array(_keyed_index(seed, customer_id, np.asarray(moves, np.int64), 3, _POOL_SIZE))
+    return {"city": pools["city"].take(place), "state": pools["state"].take(place),
+            "postal_code": pools["zip"].take(place)}
 
 
 def email_column(seed: int, customer_id: np.ndarray, emails: np.ndarray) -> pa.Array:
@@ -93,8 +91,8 @@ def email_column(seed: int, customer_id: np.ndarray, emails: np.ndarray) -> pa.A
 
 def _email(seed: int, customer_id: np.ndarray, emails: np.ndarray, first: pa.Array, last: pa.Array) -> pa.Array:
     pools = _pools()
-    domain = pa.array(pools["domain"][_keyed_index(seed, customer_id, emails, 2, len(pools["domain"]))], pa.string())
-    local = pc.binary_join_element_wise(first, last, pa.array(customer_id.astype(str)), ".")
+    domain = pools["domain"].take(pa.array(_keyed_index(seed, customer_id, emails, 2, len(pools["domain"]))))
+    local = pc.binary_join_element_wise(first, last, pa.array(customer_id, pa.int64()).cast(pa.string()), ".")
     changed = emails > 0
     if changed.any():
         counter = pa.array(emails).cast(pa.string())
