@@ -1,4 +1,4 @@
-"""Arrow schemas of the four tables (and the state), and builders from engine arrays.
+"""Arrow schemas of the five tables (and the state), and builders from engine arrays.
 
 Dates are ``date32`` and timestamps UTC, so Delta writes no ``timestampNtz`` feature and any
 Delta reader (Spark, DuckDB, polars) opens the tables; strings are plain ``string`` (deltalake

@@ -1,4 +1,4 @@
-"""Running a scenario in memory: the four tables as Arrow, through the same month loop as a lake."""
+"""Running a scenario in memory: the tables as Arrow, through the same month loop as a lake."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class MemorySink:
 
 def simulate(scenario: Scenario, *, months: int | None = None, scales: TargetScales | None = None,
              runner: ShardRunner = local_runner) -> dict[str, pa.Table]:
-    """Run a scenario in memory and return the four tables.
+    """Run a scenario in memory and return the five tables.
 
     Args:
         scenario: the scenario to run.

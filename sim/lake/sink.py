@@ -2,7 +2,7 @@
 
 Layout of a lake directory::
 
-    raw_customers/ raw_transactions/ customer_labels/ daily_metrics/   the four tables (Delta)
+    raw_customers/ raw_transactions/ customer_labels/ daily_metrics/ customer_history/   the tables (Delta)
     _churnsim/state/        engine state after the last finished month (Delta, overwritten monthly)
     _churnsim/scenario.json the scenario in force (ground truth for drift and A/B analysis)
     _churnsim/intent.json   what the current run/append set out to do (its last month)
@@ -76,7 +76,7 @@ Batcher = Callable[[RunState, Period, list[ShardMonth], pa.Table | None], tuple[
 
 def plain_batch(before: RunState, period: Period, months: list[ShardMonth],
                 carry: pa.Table | None) -> tuple[dict[str, pa.Table], pa.Table | None]:
-    """The month's four tables as the engine made them."""
+    """The month's tables as the engine made them."""
     return month_tables(before, period, months), carry
 
 
@@ -208,7 +208,7 @@ def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None =
 def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, Part], *,
                  carry: pa.Table | None, state_files: dict[int, DataFile] | None = None,
                  history_carry: pa.Table | None = None, opened: dict[str, DeltaTable] | None = None) -> MonthWritten:
-    """Commit one month's tables (the four, then any others), each once, then the state ``after``.
+    """Commit one month's tables (the five, then any others), each once, then the state ``after``.
 
     A table given as rows is written here, just before its commit; one given as files (written
     by a worker) is only committed. A table that already holds the month is skipped, and so are
