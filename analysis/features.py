@@ -177,9 +177,9 @@ def compute_features(
         h_hi = int(np.searchsorted(h_day, d * 86_400_000_000, side="left"))
         if h_hi > h_done:  # each customer's last row before d (rows in time order) wins
             _, back = np.unique(h_idx[h_done:h_hi][::-1], return_index=True)
-            last = h_hi - 1 - back
-            segment[h_idx[last]] = h_seg[last]
-            tier[h_idx[last]] = h_tier[last]
+            latest = h_hi - 1 - back
+            segment[h_idx[latest]] = h_seg[latest]
+            tier[h_idx[latest]] = h_tier[latest]
             h_done = h_hi
 
         win = {w: window(d - w, d) for w in WINDOWS}

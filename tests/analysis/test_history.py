@@ -162,6 +162,15 @@ def test_as_of_lookups_agree_and_features_take_the_segment_in_force(lake):
     assert (f["tier"] == one.loc[f.index, "tier"]).all()
     plain = compute_features(customers, tx, dt.date(2024, 4, 1)).set_index("customer_id")
     assert plain["tier"].isna().all() and (plain["segment"] != f["segment"]).sum() > 5
+    # The history moves segment and tier only: every other feature is the same, at every date.
+    dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 15), dt.date(2024, 5, 1)]
+    with_h, without = compute_features(customers, tx, dates, history=h), compute_features(customers, tx, dates)
+    rest = [c for c in with_h.columns if c not in ("segment", "tier")]
+    pd.testing.assert_frame_equal(with_h[rest], without[rest])
+    for d in dates:
+        got = with_h[with_h["as_of_date"] == pd.Timestamp(d)].set_index("customer_id")
+        want = attributes_as_of(h, d).set_index("customer_id")
+        assert (got["segment"] == want.loc[got.index, "segment"]).all(), d
 
 
 def test_an_independent_reader_reads_plain_delta(lake):
