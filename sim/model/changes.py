@@ -160,9 +160,10 @@ def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStar
     emails = ag.emails[idx] + after[EMAIL]
     recorded = np.full(len(idx), t1)
     if ch.late_share > 0:
-        u = keyed.uniform(s.seed, "late", ag.customer_id[idx], version)
-        late = (u < ch.late_share) & (kind != SIGNUP)  # version 1 arrives with raw_customers
-        recorded[late] += u[late] / ch.late_share * ch.late_max_days
+        changed = np.flatnonzero(kind != SIGNUP)  # version 1 arrives with raw_customers
+        u = keyed.uniform(s.seed, "late", ag.customer_id[idx[changed]], version[changed])
+        late = u < ch.late_share
+        recorded[changed[late]] += u[late] / ch.late_share * ch.late_max_days
     ag.version += np.bincount(idx, minlength=n).astype(np.int32)
     ag.moves += np.bincount(idx, weights=kind == ADDRESS, minlength=n).astype(np.int16)
     ag.emails += np.bincount(idx, weights=kind == EMAIL, minlength=n).astype(np.int16)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -155,8 +155,6 @@ def test_as_of_lookups_agree_and_features_take_the_segment_in_force(lake):
     for col in ("version", "segment", "tier", "email", "city"):
         assert (many.loc[one.index, col] == one[col]).all(), col
     customers, tx = load_inputs(lake)
-    import datetime as dt
-
     f = compute_features(customers, tx, dt.date(2024, 4, 1), history=h).set_index("customer_id")
     assert (f["segment"] == one.loc[f.index, "segment"]).all()
     assert (f["tier"] == one.loc[f.index, "tier"]).all()
