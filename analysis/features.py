@@ -2,7 +2,10 @@
 
 For an as-of date ``D`` a customer appears when it signed up before ``D``
 (``customer_since_date < D``), and only its transactions dated strictly before ``D`` count, so
-changing any transaction on or after ``D`` changes no feature (no label leakage).
+changing any transaction on or after ``D`` changes no feature (no label leakage). Given the
+lake's ``customer_history``, ``segment`` and ``tier`` are those in force before ``D`` 00:00 UTC
+(``valid_from < D``): the same rule, what happened strictly before the as-of instant
+(:mod:`analysis.history`); without it, ``segment`` is the one at signup and ``tier`` null.
 
 Transactions are sorted by day once; every as-of date then reads contiguous slices (a window
 ``[D - w, D)`` is one ``searchsorted``) and aggregates them with ``np.bincount``. Lifetime
@@ -46,6 +49,7 @@ FEATURES_SCHEMA = pa.schema([
     pa.field("customer_id", pa.int64(), nullable=False),
     pa.field("as_of_date", pa.date32(), nullable=False),
     pa.field("segment", pa.string()),
+    pa.field("tier", pa.string()),
     pa.field("recency_days", pa.int32()),
     pa.field("tenure_days", pa.int32()),
     pa.field("frequency_30d", pa.int32()),
@@ -62,8 +66,8 @@ FEATURES_SCHEMA = pa.schema([
     pa.field("trend", pa.float64()),
 ])
 
-#: Numeric feature columns (everything but the keys and ``segment``).
-FEATURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FEATURES_SCHEMA)[3:]
+#: Numeric feature columns (everything but the keys, ``segment`` and ``tier``).
+FEATURE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FEATURES_SCHEMA)[4:]
 
 
 def _day(d: dt.date | np.datetime64 | str | pd.Timestamp) -> int:
@@ -92,6 +96,8 @@ def compute_features(
     customers: pd.DataFrame,
     transactions: pd.DataFrame,
     as_of: dt.date | Sequence[dt.date],
+    *,
+    history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Point-in-time features for one or several as-of dates.
 
@@ -101,6 +107,8 @@ def compute_features(
         transactions: ``customer_id``, ``transaction_date``, ``amount``. Transactions of unknown
             customers are ignored; a null amount counts as a purchase of 0.
         as_of: one date or several. Only transactions dated strictly before it count.
+        history: ``customer_history`` rows (``customer_id``, ``valid_from``, ``segment``, ``tier``);
+            when given, segment and tier are those in force before the as-of date's midnight (UTC).
 
     Returns:
         One row per (customer signed up before the as-of date, as-of date), columns as
@@ -116,6 +124,20 @@ def compute_features(
     cid = cid[order]
     since = _days(cust["customer_since_date"])[order]
     segment = np.asarray(cust["segment"].astype(object), object)[order]
+    tier = np.full(len(cid), None, object)
+    h_idx = h_day = h_seg = h_tier = np.empty(0)
+    if history is not None:
+        h = history.sort_values("valid_from", kind="stable")
+        h_cid = np.asarray(h["customer_id"], np.int64)
+        h_pos = np.searchsorted(cid, h_cid)
+        ok = (h_pos < len(cid)) & (cid[np.minimum(h_pos, len(cid) - 1)] == h_cid)
+        # Microseconds since the epoch: a row counts for as-of day d when valid_from < d 00:00.
+        epoch = pd.Timestamp("1970-01-01", tz="UTC")
+        h_us = np.asarray((pd.to_datetime(h["valid_from"], utc=True) - epoch) // pd.Timedelta(microseconds=1), np.int64)
+        h_idx, h_day = h_pos[ok], h_us[ok]
+        h_seg = np.asarray(h["segment"].astype(object), object)[ok]
+        h_tier = np.asarray(h["tier"].astype(object), object)[ok]
+    h_done = 0
 
     t_cid = np.asarray(transactions["customer_id"], np.int64)
     t_day = _days(transactions["transaction_date"])
@@ -152,6 +174,14 @@ def compute_features(
             return (np.bincount(idx, minlength=n),
                     np.bincount(idx, weights=t_amt[lo_i:hi_i], minlength=n))
 
+        h_hi = int(np.searchsorted(h_day, d * 86_400_000_000, side="left"))
+        if h_hi > h_done:  # each customer's last row before d (rows in time order) wins
+            _, back = np.unique(h_idx[h_done:h_hi][::-1], return_index=True)
+            latest = h_hi - 1 - back
+            segment[h_idx[latest]] = h_seg[latest]
+            tier[h_idx[latest]] = h_tier[latest]
+            h_done = h_hi
+
         win = {w: window(d - w, d) for w in WINDOWS}
         prior60, _ = window(d - 90, d - 30)
         rows = np.flatnonzero(since < d)
@@ -167,6 +197,7 @@ def compute_features(
             "customer_id": cid[rows],
             "as_of_date": np.full(len(rows), d),
             "segment": segment[rows],
+            "tier": tier[rows],
             "recency_days": d - np.where(has, last[rows], since[rows]),
             "tenure_days": d - since[rows],
         }
@@ -199,7 +230,7 @@ def features_to_arrow(frame: pd.DataFrame) -> pa.Table:
         v = frame[f.name]
         if f.name == "as_of_date":
             cols[f.name] = pa.array(np.asarray(v, "datetime64[D]").astype(np.int32), pa.int32()).cast(pa.date32())
-        elif f.name == "segment":
+        elif f.name in ("segment", "tier"):
             cols[f.name] = pa.array(v.astype(object).tolist(), pa.string())
         else:
             cols[f.name] = pa.array(np.asarray(v), f.type, from_pandas=True)
@@ -234,9 +265,11 @@ def write_features(
     Returns:
         The features written, as one frame.
     """
+    from analysis.history import load_history
+
     dates = sorted(set(as_of_dates))
     customers, transactions = load_inputs(lake, version=version)
-    frame = compute_features(customers, transactions, dates)
+    frame = compute_features(customers, transactions, dates, history=load_history(lake, version=version))
     path = table_path(lake, FEATURES_TABLE)
     exists = (Path(path) / "_delta_log").is_dir()
     for d in dates:

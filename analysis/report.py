@@ -45,7 +45,8 @@ SECTIONS = ("simulated", "truth", "tables", "trajectories", "customers")
 
 
 # Tables in data-flow order; any other Delta table in the lake is listed after them.
-_KNOWN_TABLES = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "quality_manifest",
+_KNOWN_TABLES = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "customer_history",
+                 "quality_manifest",
                  "customer_features")
 
 

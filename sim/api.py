@@ -81,7 +81,7 @@ class SyntheticDataGenerator:
         self.time_series: pd.DataFrame | None = None
 
     def generate_tables(self) -> dict[str, pa.Table]:
-        """The four tables as Arrow, labels with one snapshot per month end."""
+        """The tables as Arrow (customer_history too), labels with one snapshot per month end."""
         return simulate(self.config.to_scenario())
 
     def generate_all(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -228,7 +228,16 @@ def _floor_month(rng: np.random.Generator, rows: dict[str, int], first_id: int, 
         "metric_date": days_to_date32(day0 + np.arange(n) // 4), "segment": codes_to_strings("segment", np.arange(n) % 4),
         **counts, "revenue": rng.uniform(0, 1e5, n), "avg_amount": rng.uniform(0, 100, n),
     }).select(SCHEMAS["daily_metrics"].names).cast(SCHEMAS["daily_metrics"])
-    return dict(zip(TABLES, (customers, transactions, labels, metrics), strict=True))
+    n = rows["customer_history"]
+    t = day0 + rng.uniform(0, 30, n)
+    history = pa.table({
+        "customer_id": rng.integers(1, n_customers + 1, n), "valid_from": timestamps(t),
+        "version": rng.integers(1, 5, n).astype(np.int32), "change_type": codes_to_strings("change_type", rng.integers(0, 5, n)),
+        "segment": codes_to_strings("segment", rng.integers(0, 4, n)), "tier": codes_to_strings("tier", rng.integers(0, 4, n)),
+        "email": strings(n), "city": strings(n), "state": strings(n), "postal_code": strings(n),
+        "recorded_at": timestamps(np.full(n, day0 + 30.0)),
+    }, schema=SCHEMAS["customer_history"])
+    return dict(zip(TABLES, (customers, transactions, labels, metrics, history), strict=True))
 
 
 def floor_job(monthly_rows: list[dict[str, int]], *, seed: int = 0, lake: Path | None = None) -> dict[str, Any]:

@@ -9,12 +9,16 @@ from __future__ import annotations
 __all__ = [
     "ACTIVE_WINDOW_DAYS", "AGE_MAX", "AGE_MIN", "AMOUNT_CAP", "CATEGORIES", "CHANNELS", "CHURN_WINDOW_DAYS",
     "EXPERIMENT_BIT0", "ISSUE_KINDS", "MAX_EXPERIMENTS", "MAX_INTERVENTIONS", "NEW_CUSTOMER", "SEGMENTS",
+    "CHANGE_TYPES", "TIERS",
 ]
 
 # The guide's four segments, in the order of their int8 codes in engine state.
 SEGMENTS: tuple[str, ...] = ("young_active", "mid_stable", "senior_declining", "new_customer")
 NEW_CUSTOMER = SEGMENTS.index("new_customer")
 CHANNELS: tuple[str, ...] = ("web", "app", "store")
+# Loyalty tiers (bronze, the signup tier, needs no spend) and the kinds of customer_history rows, in code order.
+TIERS: tuple[str, ...] = ("bronze", "silver", "gold", "platinum")
+CHANGE_TYPES: tuple[str, ...] = ("signup", "segment", "tier", "address", "email")
 CATEGORIES: tuple[str, ...] = (
     "groceries", "fashion", "electronics", "home", "beauty", "sports", "books", "travel",
 )

@@ -95,7 +95,7 @@ def _rows_in_order(t):
 
 @pytest.fixture
 def assert_same_tables():
-    """Check two runs' four tables hold the same rows (order aside) and none is empty."""
+    """Check two runs' tables hold the same rows (order aside) and none is empty."""
     from sim.batch.tables import TABLES
 
     def check(got, want) -> None:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from (pyproject's packages, py-module and readme). Building a copy keeps
 #: setuptools' build/ and egg-info out of the checkout, and stale files in build/ out of the wheel.
 SOURCES = ("pyproject.toml", "README.md", "synthetic_data_generator.py", "sim", "analysis", "scenarios")
-TABLES = {"raw_customers", "raw_transactions", "customer_labels", "daily_metrics"}
+TABLES = {"raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "customer_history"}
 
 
 def _env(**extra: str) -> dict[str, str]:

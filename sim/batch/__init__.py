@@ -1,2 +1,2 @@
-"""A month as Arrow tables: the four tables' schemas, built from the shards' arrays.
+"""A month as Arrow tables: the five tables' schemas, built from the shards' arrays.
 """

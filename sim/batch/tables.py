@@ -1,4 +1,4 @@
-"""Arrow schemas of the four tables (and the state), and builders from engine arrays.
+"""Arrow schemas of the five tables (and the state), and builders from engine arrays.
 
 Dates are ``date32`` and timestamps UTC, so Delta writes no ``timestampNtz`` feature and any
 Delta reader (Spark, DuckDB, polars) opens the tables; strings are plain ``string`` (deltalake
@@ -12,18 +12,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from sim.contracts import CATEGORIES, CHANNELS, SEGMENTS
+from sim.contracts import CATEGORIES, CHANGE_TYPES, CHANNELS, SEGMENTS, TIERS
 from sim.model.agents import Purchases
 from sim.model.calendar import Period, epoch_day
-from sim.model.identity import identity_columns
+from sim.model.changes import HISTORY_FIELDS
+from sim.model.identity import address_columns, email_column, identity_columns
 
 if TYPE_CHECKING:
     from sim.engine.state import RunState, ShardMonth
     from sim.scenario import Scenario
 
-__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "first_ids", "in_time_order",
-           "labels_table", "metrics_table", "month_tables", "purchase_days", "shard_ids", "shard_transactions",
-           "transactions_table"]
+__all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "deliver_history",
+           "first_ids", "history_table", "in_time_order", "labels_table", "metrics_table", "month_tables",
+           "purchase_days", "shard_ids", "shard_transactions", "transactions_table"]
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -76,14 +77,30 @@ DAILY_METRICS = pa.schema([
     pa.field("dropouts", pa.int64()),
 ])
 
-TABLES: tuple[str, ...] = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics")
-SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS), strict=True))
+# One row per change of a customer's attributes (SCD type 2 source): the full state after it.
+HISTORY = pa.schema([
+    pa.field("customer_id", pa.int64(), nullable=False),
+    pa.field("valid_from", _UTC, nullable=False),
+    pa.field("version", pa.int32(), nullable=False),
+    pa.field("change_type", pa.string(), nullable=False),
+    pa.field("segment", pa.string()),
+    pa.field("tier", pa.string()),
+    pa.field("email", pa.string()),
+    pa.field("city", pa.string()),
+    pa.field("state", pa.string()),
+    pa.field("postal_code", pa.string()),
+    pa.field("recorded_at", _UTC, nullable=False),
+])
+
+TABLES: tuple[str, ...] = ("raw_customers", "raw_transactions", "customer_labels", "daily_metrics", "customer_history")
+SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABELS, DAILY_METRICS, HISTORY), strict=True))
 
 _SEGMENTS = pa.array(SEGMENTS, pa.string())
 _CHANNELS = pa.array(CHANNELS, pa.string())
 _CATEGORIES = pa.array(CATEGORIES, pa.string())
 _PURCHASE_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")
-_DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES}
+_DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES,
+          "tier": pa.array(TIERS, pa.string()), "change_type": pa.array(CHANGE_TYPES, pa.string())}
 
 
 def codes_to_strings(kind: str, codes: np.ndarray) -> pa.Array:
@@ -114,14 +131,51 @@ def _arms_map(arms: np.ndarray, names: list[str]) -> pa.Array:
 
 
 def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> dict[str, pa.Table]:
-    """The month's four tables from the shards' arrays.
+    """The month's tables from the shards' arrays (customer_history: every change, late ones included).
 
     ``state`` is the state *before* the month (its next ids are this month's first ids).
     Transaction ids follow (day, shard, timestamp, customer_id) order (:func:`first_ids`).
     """
     s = state.scenario
-    return dict(zip(TABLES, (customers_table(s.seed, months), transactions_table(state, months),
-                             labels_table(s, months), metrics_table(period, months)), strict=True))
+    customers = customers_table(s.seed, months)
+    return dict(zip(TABLES, (customers, transactions_table(state, months), labels_table(s, months),
+                             metrics_table(period, months),
+                             history_table(s.seed, [m.history for m in months], customers=customers)), strict=True))
+
+
+def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: pa.Table | None = None) -> pa.Table:
+    """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in the given order.
+
+    ``customers``, the month's raw_customers rows, if given, lends its strings to the signup rows
+    (the same values, without drawing them again).
+    """
+    h = {k: np.concatenate([p[k] for p in parts if p] or [np.empty(0, np.int64)]) for k in HISTORY_FIELDS}
+    cid = h["customer_id"].astype(np.int64)
+    signup = h["change_type"] == CHANGE_TYPES.index("signup")
+    if customers is not None and customers.num_rows and signup.any():
+        # Signup rows' strings from raw_customers, the others drawn; then back in the rows' order.
+        # One take per column from [the customers' strings, the drawn ones].
+        source = np.empty(len(cid), np.int64)
+        source[signup] = np.searchsorted(customers.column("customer_id").to_numpy(), cid[signup])
+        source[~signup] = customers.num_rows + np.arange(int((~signup).sum()))
+        other = cid[~signup]
+        drawn = {"email": email_column(seed, other, h["emails"][~signup]),
+                 **address_columns(seed, other, h["moves"][~signup])}
+        take = pa.array(source)
+        strings = {k: pa.chunked_array([*customers.column(k).chunks, v]).take(take).combine_chunks()
+                   for k, v in drawn.items()}
+    else:
+        strings = {"email": email_column(seed, cid, h["emails"]), **address_columns(seed, cid, h["moves"])}
+    return pa.table({
+        "customer_id": cid,
+        "valid_from": pa.array(h["valid_from_us"].astype(np.int64), pa.int64()).cast(_UTC),
+        "version": pa.array(h["version"].astype(np.int32)),
+        "change_type": codes_to_strings("change_type", h["change_type"]),
+        "segment": codes_to_strings("segment", h["segment"]),
+        "tier": codes_to_strings("tier", h["tier"]),
+        **strings,
+        "recorded_at": pa.array(h["recorded_us"].astype(np.int64), pa.int64()).cast(_UTC),
+    }, schema=HISTORY)
 
 
 def customers_table(seed: int, months: list[ShardMonth]) -> pa.Table:
@@ -218,6 +272,20 @@ def _concat_purchases(parts: list[Purchases]) -> Purchases:
         e = np.empty(0)
         return Purchases(e.astype(np.int64), e, e, e.astype(np.int8), e.astype(np.int8), e.astype(np.int8))
     return Purchases(*(np.concatenate([getattr(p, f) for p in parts]) for f in _PURCHASE_FIELDS))
+
+
+def deliver_history(rows: pa.Table, carry: pa.Table | None, period: Period) -> tuple[pa.Table, pa.Table | None]:
+    """customer_history rows this batch delivers (recorded by its month's end), and those it holds back.
+
+    ``carry`` is what earlier batches held back; a late change reaches the first batch whose month
+    end is at or after its ``recorded_at``, so a Delta version never holds a row recorded after it.
+    """
+    rows = rows if carry is None else pa.concat_tables([carry.cast(HISTORY), rows])
+    us = rows.column("recorded_at").cast(pa.int64()).to_numpy()
+    now = us <= round(period.t1 * 86_400_000_000)
+    if now.all():
+        return rows, None
+    return rows.filter(pa.array(now)), rows.filter(pa.array(~now))
 
 
 def labels_table(s: Scenario, months: list[ShardMonth]) -> pa.Table:

@@ -27,6 +27,7 @@ from sim.engine.state import ShardMonth
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period, epoch_day, seasonal_bound
+from sim.model.changes import MonthStart, month_changes
 from sim.model.effects import Effect, breakpoints, effects_of
 from sim.model.population import acquisition_total, create_agents, initial_agents
 from sim.model.purchases import HISTORY_COUNTER, Clocks, advance, graduating, purchases_at
@@ -168,11 +169,13 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
     start = float(epoch_day(s.calendar.start_date))
     new_cols: dict[str, np.ndarray] = {}
     history: Purchases | None = None
+    made_initial = False  # the initial population is made in this shard's first month
     if period.index == 0 and len(agents) == 0:
         size = s.population.size - acquisition_total(s)
         lo, hi = shard * s.population.shard_size + 1, min((shard + 1) * s.population.shard_size, size)
         if lo <= hi:
             agents, age, seg = initial_agents(s, c, shard, np.arange(lo, hi + 1, dtype=np.int64))
+            made_initial = True
             new_cols = {"customer_id": agents.customer_id, "age": age, "segment": seg, "since": agents.since}
             if outputs:
                 history = _history(s, c, agents, start)
@@ -188,6 +191,7 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
         new_cols = {k: np.concatenate([new_cols[k], v]) if new_cols else v for k, v in add.items()}
     prev_last = agents.last.copy()
     prev_segment = agents.segment.copy()
+    start_state = MonthStart.of(agents, newcomers, initial=made_initial)
 
     env = simpy.Environment(initial_time=period.t0)
     world = engine(env, s, c, shard, agents, period)
@@ -207,10 +211,11 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
         prev_segment=np.r_[prev_segment, world.agents.segment[n_old:]],
     )
     labels = label_arrays(world.agents, period, s)
+    history_rows = month_changes(s, c, period, start_state, world.agents, purchases)
     if history is not None:
         # History goes to raw_transactions only: daily metrics stay inside the window.
         purchases = _concat_purchases([history, purchases])
-    return world.agents, ShardMonth(shard, new_cols, purchases, labels, daily)
+    return world.agents, ShardMonth(shard, new_cols, purchases, labels, daily, history=history_rows)
 
 
 def _history(s: Scenario, c: TargetScales, agents: Agents, start: float) -> Purchases:

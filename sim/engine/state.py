@@ -69,6 +69,9 @@ class ShardMonth:
     purchases: Purchases
     labels: dict[str, np.ndarray]
     daily: DailyPartials
+    # The month's customer_history rows (sim.model.changes.HISTORY_FIELDS); with files written by
+    # a worker, only the rows it held back (recorded after the month's end).
+    history: dict[str, np.ndarray] = field(default_factory=dict)
     # Tables this shard's worker already wrote to the lake (name -> sim.lake.files.DataFile; "state"
     # its new state), their arrays then left out: the coordinator only commits them.
     files: dict[str, object] = field(default_factory=dict)

@@ -1,10 +1,10 @@
-"""Running a scenario in memory: the four tables as Arrow, through the same month loop as a lake."""
+"""Running a scenario in memory: the tables as Arrow, through the same month loop as a lake."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from sim.batch.tables import SCHEMAS, TABLES, month_tables
+from sim.batch.tables import SCHEMAS, TABLES, deliver_history, month_tables
 from sim.engine.state import RunState, ShardMonth, initial_state
 from sim.engine.step import ShardRunner, local_runner
 from sim.execute.drive import drive, horizon_target
@@ -17,13 +17,18 @@ __all__ = ["MemorySink", "simulate"]
 
 
 class MemorySink:
-    """Keeps every month's four tables in memory (the guide's Python API)."""
+    """Keeps every month's tables in memory (the guide's Python API), as a lake would hold them:
+    a late customer_history row is in the batch that delivers it (changes still in flight at the
+    end are not in the tables)."""
 
     def __init__(self) -> None:
         self._parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+        self._carry: pa.Table | None = None
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
-        for name, table in month_tables(before, period, months).items():
+        tables = month_tables(before, period, months)
+        tables["customer_history"], self._carry = deliver_history(tables["customer_history"], self._carry, period)
+        for name, table in tables.items():
             self._parts[name].append(table)
 
     def tables(self) -> dict[str, pa.Table]:
@@ -32,7 +37,7 @@ class MemorySink:
 
 def simulate(scenario: Scenario, *, months: int | None = None, scales: TargetScales | None = None,
              runner: ShardRunner = local_runner) -> dict[str, pa.Table]:
-    """Run a scenario in memory and return the four tables.
+    """Run a scenario in memory and return the five tables.
 
     Args:
         scenario: the scenario to run.

@@ -122,10 +122,11 @@ def _carry_out(lake: Path, plan: Plan, status: LakeStatus, *, command: str, runn
     if plan.state is None:
         # Calibrating may refuse the targets: before anything is removed or written.
         state = initial_state(plan.scenario, plan.scales or solve_targets(plan.scenario))
-        carry = None
+        carry = history_carry = None
     else:
         state = plan.state
         carry = from_ipc((status.meta or {}).get("carry"))
+        history_carry = from_ipc((status.meta or {}).get("history_carry"))
         if plan.action == "resume":
             log.info("finishing the interrupted command after %s (to %s)", state.period.label, plan.until)
     if plan.clear:
@@ -140,7 +141,7 @@ def _carry_out(lake: Path, plan: Plan, status: LakeStatus, *, command: str, runn
                   "until": plan.until}
     write_json(internal_dir(lake) / "intent.json", intent)
     write_json(internal_dir(lake) / "scenario.json", plan.scenario.to_dict())
-    sink = DeltaSink(lake, batch=corrupting_batch, carry=carry, progress=progress)
+    sink = DeltaSink(lake, batch=corrupting_batch, carry=carry, history_carry=history_carry, progress=progress)
     corruption = plan.scenario.corruption
     # Workers that can write their shards' files write them (the coordinator only commits), unless
     # the month is corrupted: the defects are injected into whole tables on the coordinator.

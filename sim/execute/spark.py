@@ -101,6 +101,7 @@ def _pack_month(m: ShardMonth) -> bytes:
     arrays |= {f"buy.{f}": getattr(m.purchases, f) for f in _PURCHASE_FIELDS}
     arrays |= {f"label.{k}": v for k, v in m.labels.items()}
     arrays |= {f"daily.{f}": getattr(m.daily, f) for f in _DAILY_FIELDS}
+    arrays |= {f"hist.{k}": v for k, v in m.history.items()}
     return pack(arrays)
 
 
@@ -112,7 +113,7 @@ def _unpack_month(shard: int, data: bytes) -> ShardMonth:
 
     buy, daily = group("buy"), group("daily")
     return ShardMonth(shard, group("new"), Purchases(*(buy[f] for f in _PURCHASE_FIELDS)), group("label"),
-                      DailyPartials(*(daily[f] for f in _DAILY_FIELDS)))
+                      DailyPartials(*(daily[f] for f in _DAILY_FIELDS)), history=group("hist"))
 
 
 # --------------------------------------------------------------------------- the tasks

@@ -2,7 +2,7 @@
 
 Layout of a lake directory::
 
-    raw_customers/ raw_transactions/ customer_labels/ daily_metrics/   the four tables (Delta)
+    raw_customers/ raw_transactions/ customer_labels/ daily_metrics/ customer_history/   the tables (Delta)
     _churnsim/state/        engine state after the last finished month (Delta, one file per shard, overwritten monthly)
     _churnsim/staging/      purchases between a month's two phases (stateless workers; see sim.lake.staging)
     _churnsim/scenario.json the scenario in force (ground truth for drift and A/B analysis)
@@ -38,6 +38,8 @@ from sim.batch.tables import (
     SCHEMAS,
     TABLES,
     customers_table,
+    deliver_history,
+    history_table,
     labels_table,
     metrics_table,
     month_tables,
@@ -77,7 +79,7 @@ Batcher = Callable[[RunState, Period, list[ShardMonth], pa.Table | None], tuple[
 
 def plain_batch(before: RunState, period: Period, months: list[ShardMonth],
                 carry: pa.Table | None) -> tuple[dict[str, pa.Table], pa.Table | None]:
-    """The month's four tables as the engine made them."""
+    """The month's tables as the engine made them."""
     return month_tables(before, period, months), carry
 
 
@@ -98,8 +100,11 @@ class DeltaSink:
     """
 
     def __init__(self, lake: Path, *, batch: Batcher = plain_batch, carry: pa.Table | None = None,
-                 progress: Callable[[MonthWritten], None] | None = None) -> None:
+                 history_carry: pa.Table | None = None, progress: Callable[[MonthWritten], None] | None = None) -> None:
         self.lake, self.batch, self.carry, self.progress = lake, batch, carry, progress
+        # customer_history rows recorded after the last batch's month end: delivered by a later one.
+        self.history_carry = history_carry
+        self._opened: dict[str, DeltaTable] = {}  # tables kept open across months (this sink is the only writer)
 
     def write(self, before: RunState, after: RunState, period: Period, months: list[ShardMonth]) -> None:
         if months and all(m.files for m in months):
@@ -108,14 +113,29 @@ class DeltaSink:
             tables: dict[str, Part] = {name: (SCHEMAS[name], [_file(m, name) for m in months if name in m.files])
                                        for name in ("raw_customers", "raw_transactions", "customer_labels")}
             tables["daily_metrics"] = metrics_table(period, months)
+            tables["customer_history"] = self._history_files(before, period, months)
             state_files = {m.shard: _file(m, "state") for m in months}
         else:
             tables, self.carry = self.batch(before, period, months, self.carry)
+            tables["customer_history"], self.history_carry = deliver_history(tables["customer_history"],
+                                                                             self.history_carry, period)
             state_files = None
-        written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files)
+        written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files,
+                               history_carry=self.history_carry, opened=self._opened)
         log.info("month %s committed (%s)", period.label, ", ".join(f"{k}={v}" for k, v in written.rows.items()))
         if self.progress:
             self.progress(written)
+
+
+    def _history_files(self, before: RunState, period: Period, months: list[ShardMonth]) -> Part:
+        """The workers' on-time history files, plus one here for late rows this batch delivers."""
+        held = history_table(before.scenario.seed, [m.history for m in months])  # what the workers held back
+        due, self.history_carry = deliver_history(held, self.history_carry, period)
+        files = [_file(m, "customer_history") for m in months if "customer_history" in m.files]
+        if due.num_rows:  # (a table that holds the month already skips its commit: this file is then in none)
+            files.append(write_part(self.lake / "customer_history", due,
+                                    name=part_name(month=period.index + 1, shard=None, kind="customer_history")))
+        return SCHEMAS["customer_history"], files
 
 
 def _file(month: ShardMonth, name: str) -> DataFile:
@@ -125,7 +145,7 @@ def _file(month: ShardMonth, name: str) -> DataFile:
 
 
 def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Agents, month: ShardMonth) -> ShardMonth:
-    """Write one shard's customers, labels and new state into the lake (in the shard's worker).
+    """Write one shard's customers, labels, on-time history and new state into the lake (in the shard's worker).
 
     Returns the month with those arrays replaced by the files' metadata; nothing is committed
     (the coordinator commits every shard's files in one commit per table). An empty part writes
@@ -133,14 +153,20 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
     """
     month_no = period.index + 1
     files: dict[str, object] = {}
-    for name, rows in (("raw_customers", customers_table(scenario.seed, [month])),
-                       ("customer_labels", labels_table(scenario, [month]))):
+    # The shard's on-time changes go in its file; those recorded later go back to the coordinator,
+    # which delivers them with a later batch (sim.batch.tables.deliver_history).
+    late = month.history["recorded_us"] > round(period.t1 * 86_400_000_000)
+    customers = customers_table(scenario.seed, [month])
+    on_time = history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}], customers=customers)
+    for name, rows in (("raw_customers", customers), ("customer_labels", labels_table(scenario, [month])),
+                       ("customer_history", on_time)):
         if rows.num_rows:
             files[name] = write_part(lake / name, rows, name=part_name(month=month_no, shard=month.shard, kind=name))
     files["state"] = write_part(internal_dir(lake) / "state", shard_state_table(month.shard, agents),
                                 name=part_name(month=month_no, shard=month.shard, kind="state"))
     worker_checkpoint(f"after shard {month.shard} files {period.label}")
-    return replace(month, new_customers={}, labels={}, files=files)
+    return replace(month, new_customers={}, labels={}, history={k: v[late] for k, v in month.history.items()},
+                   files=files)
 
 
 def stored_state(lake: Path, month: ShardMonth) -> StoredShard:
@@ -173,6 +199,21 @@ def _load(path: Path) -> DeltaTable | None:
     return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
 
 
+def _current(lake: Path, name: str, opened: dict[str, DeltaTable] | None) -> DeltaTable | None:
+    """Table ``name`` as of its latest commit: loaded, or (kept open in ``opened``) brought up to date,
+    which reads only the commits since (a load reads the whole log, ~10 ms a table a month)."""
+    if opened is None:
+        return _load(lake / name)
+    table = opened.get(name)
+    if table is None:
+        table = _load(lake / name)
+        if table is not None:
+            opened[name] = table
+    else:
+        table.update_incremental()
+    return table
+
+
 def _done(table: DeltaTable | None, month_no: int) -> bool:
     return table is not None and (table.transaction_version(APP_ID) or 0) >= month_no
 
@@ -187,20 +228,22 @@ def write_state_files(lake: Path, state: RunState, *, shards: list[int] | None =
 
 
 def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, Part], *,
-                 carry: pa.Table | None, state_files: dict[int, DataFile] | None = None) -> MonthWritten:
-    """Commit one month's tables (the four, then any others), each once, then the state ``after``.
+                 carry: pa.Table | None, state_files: dict[int, DataFile] | None = None,
+                 history_carry: pa.Table | None = None, opened: dict[str, DeltaTable] | None = None) -> MonthWritten:
+    """Commit one month's tables (the five, then any others), each once, then the state ``after``.
 
     A table given as rows is written here, just before its commit; one given as files (written
     by a worker) is only committed. A table that already holds the month is skipped, and so are
     its files: no commit references them (vacuum removes them). ``state_files`` are the shards'
-    state files the workers wrote; missing shards are written here from ``after``.
+    state files the workers wrote; missing shards are written here from ``after``. ``opened``: the
+    caller's tables kept open from month to month (the sink's; None: each is loaded).
     """
     month_no = period.index + 1
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": package_version(), "month": period.label, "period_index": period.index}
     written = MonthWritten(period, {})
     for name in (*TABLES, *(n for n in tables if n not in TABLES)):
-        current = _load(lake / name)  # loaded once: the exactly-once check, then the commit
+        current = _current(lake, name, opened)  # read once: the exactly-once check, then the commit
         if _done(current, month_no):
             written.skipped.append(name)
             continue
@@ -218,7 +261,7 @@ def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, 
     state = dict(state_files or {})
     state |= write_state_files(lake, after, shards=[k for k in sorted(after.shards) if k not in state])
     schema = state_schema()
-    meta = {**state_meta(after), "carry": to_ipc(carry), STATE_FILES_KEY: {str(k): f.path for k, f in sorted(state.items())}}
+    meta = {**state_meta(after), "carry": to_ipc(carry), "history_carry": to_ipc(history_carry), STATE_FILES_KEY: {str(k): f.path for k, f in sorted(state.items())}}
     commit_files(internal_dir(lake) / "state", [state[k] for k in sorted(state)], schema=schema, mode="overwrite",
                  commit_properties=CommitProperties(custom_metadata={META_KEY: json.dumps(meta)},
                                                     app_transactions=[Transaction(APP_ID, month_no)]))

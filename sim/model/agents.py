@@ -25,6 +25,12 @@ class Agents:
     grad_to: np.ndarray  # int8, segment after graduation (-1: none)
     flags: np.ndarray  # uint64, bit j set: reached by effect j (interventions, experiment arms)
     due: np.ndarray  # float64, operational time left until the next candidate purchase
+    # Attributes that change (sim.model.changes): small counters, the strings are derived from them.
+    tier: np.ndarray  # int8, loyalty tier code (contracts.TIERS)
+    spend: np.ndarray  # float64, trailing spend per month at the last month end (decayed)
+    version: np.ndarray  # int32, customer_history rows so far
+    moves: np.ndarray  # int16, address changes so far (0: the raw_customers address)
+    emails: np.ndarray  # int16, e-mail changes so far (0: the raw_customers e-mail)
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -35,8 +41,9 @@ class Agents:
 
     @classmethod
     def from_columns(cls, cols: dict[str, np.ndarray]) -> Agents:
-        return cls(**{f.name: np.asarray(cols.get(f.name, np.empty(0, _DTYPES[f.name])), _DTYPES[f.name])
-                      for f in fields(cls)})
+        n = len(cols["customer_id"]) if "customer_id" in cols else 0
+        return cls(**{f.name: np.asarray(cols[f.name], _DTYPES[f.name]) if f.name in cols
+                      else np.zeros(n, _DTYPES[f.name]) for f in fields(cls)})
 
     def columns(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -49,6 +56,7 @@ _DTYPES = {
     "customer_id": np.int64, "segment": np.int8, "since": np.float64, "t0": np.float64,
     "het": np.float64, "spend_scale": np.float64, "last": np.float64, "dropout": np.float64,
     "graduate_at": np.float64, "grad_to": np.int8, "flags": np.uint64, "due": np.float64,
+    "tier": np.int8, "spend": np.float64, "version": np.int32, "moves": np.int16, "emails": np.int16,
 }
 
 

@@ -15,14 +15,14 @@ import pyarrow.compute as pc
 
 from sim.model import keyed
 
-__all__ = ["identity_columns"]
+__all__ = ["address_columns", "email_column", "identity_columns"]
 
 _POOL_SEED = 20240101
 _POOL_SIZE = 1024
 
 
 @functools.cache
-def _pools() -> dict[str, np.ndarray]:
+def _pools() -> dict[str, pa.Array]:
     from faker import Faker
 
     fake = Faker("en_US")
@@ -30,36 +30,71 @@ def _pools() -> dict[str, np.ndarray]:
     first = np.array([fake.first_name() for _ in range(_POOL_SIZE)], dtype=object)
     last = np.array([fake.last_name() for _ in range(_POOL_SIZE)], dtype=object)
     places = [(fake.city(), fake.state_abbr(), fake.zipcode()) for _ in range(_POOL_SIZE)]
-    domains = np.array(sorted({fake.free_email_domain() for _ in range(200)}), dtype=object)
-    return {
+    domains = sorted({fake.free_email_domain() for _ in range(200)})
+    # Arrow arrays: rows take from them without a Python string per row.
+    return {k: pa.array(v, pa.string()) for k, v in {
         "first": first,
         "last": last,
-        "city": np.array([p[0] for p in places], dtype=object),
-        "state": np.array([p[1] for p in places], dtype=object),
-        "zip": np.array([p[2] for p in places], dtype=object),
+        "city": [p[0] for p in places],
+        "state": [p[1] for p in places],
+        "zip": [p[2] for p in places],
         "domain": domains,
-    }
+    }.items()}
 
 
-def _pick(pool: np.ndarray, seed: int, cid: np.ndarray, part: int) -> pa.Array:
+def _pick(pool: pa.Array, seed: int, cid: np.ndarray, part: int) -> pa.Array:
     u = keyed.uniform(seed, "identity", cid, part)
-    return pa.array(pool[(u * len(pool)).astype(np.int64)], pa.string())
+    return pool.take(pa.array((u * len(pool)).astype(np.int64)))
 
 
 def identity_columns(seed: int, customer_id: np.ndarray) -> dict[str, pa.Array]:
     """first_name, last_name, email, city, state and postal_code for each customer id."""
     pools = _pools()
+    zero = np.zeros(len(customer_id), np.int64)
     first = _pick(pools["first"], seed, customer_id, 0)
     last = _pick(pools["last"], seed, customer_id, 1)
-    domain = _pick(pools["domain"], seed, customer_id, 2)
-    place = (keyed.uniform(seed, "identity", customer_id, 3) * _POOL_SIZE).astype(np.int64)
-    local = pc.utf8_lower(pc.binary_join_element_wise(first, last, pa.array(customer_id.astype(str)), "."))
-    email = pc.binary_join_element_wise(pc.replace_substring(local, "'", ""), domain, "@")
     return {
         "first_name": first,
         "last_name": last,
-        "email": email,
-        "city": pa.array(pools["city"][place], pa.string()),
-        "state": pa.array(pools["state"][place], pa.string()),
-        "postal_code": pa.array(pools["zip"][place], pa.string()),
+        "email": _email(seed, customer_id, zero, first, last),
+        **address_columns(seed, customer_id, zero),
     }
+
+
+def _keyed_index(seed: int, customer_id: np.ndarray, counter: np.ndarray, part: int, n: int) -> np.ndarray:
+    """A pool index per customer: its signup draw (``identity``) at counter 0, after that keyed by the counter."""
+    u = keyed.uniform(seed, "identity", customer_id, part)
+    changed = np.flatnonzero(counter > 0)
+    if len(changed):
+        u[changed] = keyed.uniform(seed, "address", customer_id[changed], counter[changed], part)
+    return (u * n).astype(np.int64)
+
+
+def address_columns(seed: int, customer_id: np.ndarray, moves: np.ndarray) -> dict[str, pa.Array]:
+    """city, state and postal_code of each customer after ``moves`` moves (0: its raw_customers address)."""
+    pools = _pools()
+    place = pa.array(_keyed_index(seed, customer_id, np.asarray(moves, np.int64), 3, _POOL_SIZE))
+    return {"city": pools["city"].take(place), "state": pools["state"].take(place),
+            "postal_code": pools["zip"].take(place)}
+
+
+def email_column(seed: int, customer_id: np.ndarray, emails: np.ndarray) -> pa.Array:
+    """Each customer's e-mail after ``emails`` changes (0: its raw_customers e-mail).
+
+    A changed address keeps the name (``first.last.<id>.<k>``) at a domain keyed by the change.
+    """
+    pools = _pools()
+    first = _pick(pools["first"], seed, customer_id, 0)
+    last = _pick(pools["last"], seed, customer_id, 1)
+    return _email(seed, customer_id, np.asarray(emails, np.int64), first, last)
+
+
+def _email(seed: int, customer_id: np.ndarray, emails: np.ndarray, first: pa.Array, last: pa.Array) -> pa.Array:
+    pools = _pools()
+    domain = pools["domain"].take(pa.array(_keyed_index(seed, customer_id, emails, 2, len(pools["domain"]))))
+    local = pc.binary_join_element_wise(first, last, pa.array(customer_id, pa.int64()).cast(pa.string()), ".")
+    changed = emails > 0
+    if changed.any():
+        counter = pa.array(emails).cast(pa.string())
+        local = pc.if_else(pa.array(changed), pc.binary_join_element_wise(local, counter, "."), local)
+    return pc.binary_join_element_wise(pc.replace_substring(pc.utf8_lower(local), "'", ""), domain, "@")

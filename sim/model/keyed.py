@@ -22,6 +22,7 @@ _S30, _S27, _S31, _S11 = (np.uint64(s) for s in (30, 27, 31, 11))
 STREAMS = {
     "gap": 1, "accept": 2, "dropout": 3, "amount_a": 4, "channel": 6, "category": 7, "arrival": 9,
     "assign": 10, "identity": 11, "corrupt": 12, "leave": 13, "leave_rank": 14,
+    "move": 15, "email": 16, "address": 17, "late": 18,
 }
 
 

@@ -11,6 +11,7 @@ from sim.scenario.load import apply_overrides, environment_to_scenario, load_sce
 from sim.scenario.schema import (
     Acquisition,
     Calendar,
+    Changes,
     Corruption,
     Drift,
     Experiment,
@@ -29,6 +30,7 @@ from sim.scenario.schema import (
 __all__ = [
     "Acquisition",
     "Calendar",
+    "Changes",
     "Corruption",
     "Drift",
     "Experiment",

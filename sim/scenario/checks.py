@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sim.contracts import CATEGORIES, ISSUE_KINDS, MAX_EXPERIMENTS, MAX_INTERVENTIONS
+from sim.contracts import CATEGORIES, ISSUE_KINDS, MAX_EXPERIMENTS, MAX_INTERVENTIONS, TIERS
 from sim.scenario.hints import did_you_mean, fail
 from sim.scenario.schema import SEGMENT_NAMES, Scenario, Target
 
@@ -34,6 +34,7 @@ def check_scenario(s: Scenario, src: str) -> None:
     elif segs["new_customer"].share > 0 and sum(segs[k].share for k in SEGMENT_NAMES[:3]) <= 0:
         fail(src, "population.acquisition.mix", None,
               "a graduation mix when young_active, mid_stable and senior_declining all have share 0")
+    _check_tiers(src, "population.changes.tier_thresholds", s.population.changes.tier_thresholds)
     weights = s.population.category_weights
     for k, v in weights.items():
         if k not in CATEGORIES:
@@ -102,6 +103,20 @@ def _check_mix(src: str, path: str, mix: Mapping[str, float]) -> None:
             fail(src, f"{path}.{k}", v, "a non-negative share")
     if abs(sum(mix.values()) - 1) > 1e-6:
         fail(src, path, dict(mix), "shares summing to 1")
+
+
+def _check_tiers(src: str, path: str, thresholds: Mapping[str, float]) -> None:
+    upper = TIERS[1:]
+    for k, v in thresholds.items():
+        if k not in upper:
+            fail(src, f"{path}.{k}", v, "one of " + ", ".join(upper) + did_you_mean(k, upper))
+        if v <= 0:
+            fail(src, f"{path}.{k}", v, "a positive spend per month")
+    if set(thresholds) != set(upper):
+        fail(src, path, dict(thresholds), "a threshold for each of " + ", ".join(upper))
+    values = [thresholds[k] for k in upper]
+    if values != sorted(values) or len(set(values)) != len(values):
+        fail(src, path, dict(thresholds), "thresholds rising from silver to platinum")
 
 
 def _check_name(src: str, path: str, name: str, seen: set[str]) -> None:

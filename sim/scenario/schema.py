@@ -16,6 +16,7 @@ from sim.scenario.defaults import CATEGORY_WEIGHTS
 __all__ = [
     "Acquisition",
     "Calendar",
+    "Changes",
     "Corruption",
     "Drift",
     "Experiment",
@@ -92,6 +93,24 @@ class Acquisition:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """How customers' attributes change over time (the ``customer_history`` table)."""
+
+    # Moves and e-mail changes per customer per year (at most one of each a month).
+    move_rate_per_year: float = field(default=0.085, metadata=_rng(0, 12))
+    email_change_rate_per_year: float = field(default=0.03, metadata=_rng(0, 12))
+    # Trailing spend (currency per month, decayed with this half-life) a tier needs; bronze needs nothing.
+    tier_thresholds: Mapping[str, float] = field(
+        default_factory=lambda: {"silver": 75.0, "gold": 150.0, "platinum": 300.0})
+    spend_half_life_months: float = field(default=6.0, metadata=_rng(0, 120, open_lo=True))
+    # A tier is kept until trailing spend falls below this share of its threshold (hysteresis).
+    tier_downgrade_ratio: float = field(default=0.8, metadata=_rng(0, 1))
+    # Share of changes recorded late, and the most days after the batch's month end they arrive.
+    late_share: float = field(default=0.05, metadata=_rng(0, 1))
+    late_max_days: float = field(default=30.0, metadata=_rng(0, 365, open_lo=True))
+
+
+@dataclass(frozen=True)
 class Population:
     size: int = field(default=10_000, metadata=_rng(1, 100_000_000))
     shard_size: int = field(default=50_000, metadata=_rng(100, 10_000_000))
@@ -99,6 +118,7 @@ class Population:
     segments: Mapping[str, Segment] = field(default_factory=dict)
     heterogeneity: Heterogeneity = field(default_factory=Heterogeneity)
     acquisition: Acquisition = field(default_factory=Acquisition)
+    changes: Changes = field(default_factory=Changes)
     # Share of purchases per category (see contracts.CATEGORIES); normalised, so weights need not sum to 1.
     category_weights: Mapping[str, float] = field(default_factory=lambda: dict(zip(CATEGORIES, CATEGORY_WEIGHTS, strict=True)))
 

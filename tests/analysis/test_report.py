@@ -110,6 +110,9 @@ def test_page_states_the_truth(page, report_lake) -> None:
     # Table rows as in the lake; every defect kind of the manifest, with its count.
     n_tx = read_table(report_lake, "raw_transactions", columns=["transaction_id"]).num_rows
     assert f'<td>raw_transactions</td><td class="n">{n_tx:,}</td>' in text
+    n_hist = read_table(report_lake, "customer_history", columns=["customer_id"]).num_rows
+    assert n_hist > 0 and f'<td>customer_history</td><td class="n">{n_hist:,}</td>' in text
+    assert re.search(r"<tr><td>customer_history</td>" + "".join(rf'<td class="n">{k}</td>' for k in range(4)), text)
     manifest = read_table(report_lake, "quality_manifest", columns=["rule"]).to_pandas()
     for rule, count in manifest["rule"].value_counts().items():
         assert re.search(rf"<td>{rule}</td><td>[^<]*</td><td class=\"n\">{count:,}</td>", text), rule

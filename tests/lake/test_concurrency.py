@@ -34,7 +34,8 @@ RUN_RUN_DELAYS = [0.0, 0.1, 0.2, 0.6]
 STAGING = ["staging", "-s", "population.size=3000"]
 DEV = ["dev", "-s", "population.size=1500"]
 KEYS = {"raw_customers": ["customer_id"], "raw_transactions": ["transaction_id"],
-        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"]}
+        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"],
+        "customer_history": ["customer_id", "valid_from"]}
 
 
 def _scenario(args: list[str]):

@@ -27,7 +27,8 @@ from sim.lake.status import lake_status
 SCEN = {"name": "t", "seed": 11, "calendar": {"start_date": "2024-01-01", "months": 6},
         "population": {"size": 1500, "shard_size": 500}}
 KEYS = {"raw_customers": ["customer_id"], "raw_transactions": ["transaction_id"],
-        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"]}
+        "customer_labels": ["customer_id", "label_date"], "daily_metrics": ["metric_date", "segment"],
+        "customer_history": ["customer_id", "valid_from"]}
 
 
 def _tables(lake: Path, version: int | None = None) -> dict[str, pa.Table]:
@@ -84,11 +85,11 @@ def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProce
                           env={**os.environ, **(env or {})}, **kw)
 
 
-# Each month has 9 points: before/after each of 4 tables, after the state; then one after the lock is
-# released (54 + 1 for 6 months: the work is done, the command has not reported). Cover every kind of
+# Each month has 11 points: before/after each of 5 tables, after the state; then one after the lock is
+# released (66 + 1 for 6 months: the work is done, the command has not reported). Cover every kind of
 # point in the first month, the month boundary, a later month, and the end.
 @pytest.mark.slow
-@pytest.mark.parametrize("die_at", [1, 2, 3, 4, 7, 8, 9, 10, 12, 19, 27, 54, 55])
+@pytest.mark.parametrize("die_at", [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 14, 23, 33, 66, 67])
 def test_a_crash_at_any_point_then_rerun_gives_no_duplicate_and_no_gap(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
@@ -100,7 +101,7 @@ def test_a_crash_at_any_point_then_rerun_gives_no_duplicate_and_no_gap(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("die_at", [2, 9, 14])
+@pytest.mark.parametrize("die_at", [2, 10, 11, 16])
 def test_an_interrupted_append_rerun_ends_where_the_uninterrupted_one_would(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
@@ -122,9 +123,9 @@ def _tree(lake: Path) -> dict[str, bytes]:
 
 
 # The scheduled form: the same `append --until` every time, killed at every kind of point of its 3
-# months (27 points, then 28: after the lock, before it reports), then simply run again.
+# months (33 points, then 34: after the lock, before it reports), then simply run again.
 @pytest.mark.slow
-@pytest.mark.parametrize("die_at", [1, 5, 9, 10, 18, 23, 27, 28])
+@pytest.mark.parametrize("die_at", [1, 5, 10, 11, 12, 22, 27, 33, 34])
 def test_a_killed_append_until_retried_as_is_ends_exactly_at_its_month(tmp_path, reference, die_at):
     lake = tmp_path / "lake"
     runs.run(scenario_from_dict(SCEN), lake, months=3)
@@ -146,7 +147,7 @@ def test_append_months_prints_its_until_and_that_until_retries_safely(tmp_path, 
     runs.run(scenario_from_dict(SCEN), lake, months=3)
     # Killed after its last commit, before it reports: the work is done, no success was printed.
     crashed = subprocess.run([sys.executable, "-m", "sim", "append", "--lake", str(lake), "--months", "3"],
-                             capture_output=True, text=True, env={**os.environ, "CHURNSIM_DIE_AT": "28"})
+                             capture_output=True, text=True, env={**os.environ, "CHURNSIM_DIE_AT": "34"})
     assert crashed.returncode == 137
     assert crashed.stderr.splitlines()[0] == f"{lake}: appending through 2024-06 (to retry: --until 2024-06)"
     before = _tree(lake)
@@ -194,7 +195,7 @@ def test_an_interrupted_run_rerun_with_another_horizon_is_refused_naming_both(tm
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
     assert _cli("run", str(scenario), "--lake", str(lake), "--months", "3",
-                env={"CHURNSIM_DIE_AT": "12"}).returncode == 137
+                env={"CHURNSIM_DIE_AT": "14"}).returncode == 137
     before = _tree(lake)
     other = _cli("run", str(scenario), "--lake", str(lake), "--months", "2")
     assert other.returncode == 1
@@ -438,7 +439,7 @@ def test_a_corrupted_run_writes_a_manifest_that_validation_finds_exactly(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("die_at", [6, 14, 25])
+@pytest.mark.parametrize("die_at", [6, 10, 16, 29])
 def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, die_at):
     ref = tmp_path / "ref"
     runs.run(scenario_from_dict(CORRUPT), ref)
@@ -454,7 +455,7 @@ def test_a_crash_in_a_corrupted_run_keeps_late_arrivals_exactly_once(tmp_path, d
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("die_at", [3, 12])
+@pytest.mark.parametrize("die_at", [3, 14])
 def test_a_crash_with_worker_processes_leaves_no_orphans_and_reruns_cleanly(tmp_path, reference, die_at):
     scenario = _write_scenario(tmp_path)
     lake = tmp_path / "lake"
@@ -496,9 +497,9 @@ def test_a_lake_of_another_state_format_is_refused_before_a_month_is_written(tmp
     runs.run(s, lake, months=2)
     versions = {t: DeltaTable(str(lake / t)).version() for t in TABLES}
     monkeypatch.setattr(lake_status_module, "STATE_FORMAT", STATE_FORMAT + 1)  # this build reads the lake as older
-    with pytest.raises(StorageError, match=r"state format 4\); this is .*, which cannot continue it"):
+    with pytest.raises(StorageError, match=rf"state format {STATE_FORMAT}\); this is .*, which cannot continue it"):
         runs.append(lake, months=1)
-    with pytest.raises(StorageError, match=r"state format 4\); this is .*, which cannot continue it; pass --overwrite"):
+    with pytest.raises(StorageError, match=rf"state format {STATE_FORMAT}\); this is .*, which cannot continue it; pass --overwrite"):
         runs.run(s, lake, months=3)
     assert {t: DeltaTable(str(lake / t)).version() for t in TABLES} == versions
 
