@@ -174,8 +174,11 @@ def _write_task(scenario: dict[str, Any], scales: Any, period: Period,
                 days, counts = purchase_days(p.t)
                 out["shard"].append(shard)
                 out["files"].append(_files_json(written.files))
+                # The shard's late history rows (recorded after the month's end) go back to the
+                # driver, which delivers them with a later batch: a few hundred rows a shard.
                 out["counts"].append(pack({"days": days, "counts": counts,
-                                           **{f"daily.{f}": getattr(month.daily, f) for f in _DAILY_FIELDS}}))
+                                           **{f"daily.{f}": getattr(month.daily, f) for f in _DAILY_FIELDS},
+                                           **{f"hist.{k}": v for k, v in written.history.items()}}))
                 out["staged"].append(stage_purchases(root, period.index + 1, shard, p))
             yield pa.RecordBatch.from_arrays(
                 [pa.array(out["shard"], pa.int32()), pa.array(out["files"], pa.string()),
@@ -254,6 +257,7 @@ class SparkRunner:
                                                strict=True):
             a = unpack(counts)
             months[shard] = ShardMonth(shard, {}, _NO_PURCHASES, {}, DailyPartials(*(a[f"daily.{f}"] for f in _DAILY_FIELDS)),
+                                       history={k[5:]: v for k, v in a.items() if k.startswith("hist.")},
                                        files=_files_from(files), days=(a["days"], a["counts"]))
             staged[shard] = where
         checkpoint(f"between the phases of {period.label}")  # tests: the driver killed with purchases staged
