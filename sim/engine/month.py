@@ -34,14 +34,15 @@ from sim.model.purchases import advance, graduating, purchases_at
 from sim.model.rates import TargetScales, rates_at
 from sim.scenario import Scenario
 
-__all__ = ["simulate_shard"]
+__all__ = ["GRAD_BLOCK", "Month", "simulate_shard"]
 
-_GRAD_BLOCK = 1 << 20  # keys the post-graduation part of a block apart from the block itself
+GRAD_BLOCK = 1 << 20  # keys the post-graduation part of a block apart from the block itself
 _HISTORY_BLOCK = 1 << 21  # keys the initial customers' last purchase before the window
 
 
-class _Month:
-    """The world of one shard during one month, advanced by the SimPy processes."""
+class Month:
+    """The world of one shard during one month, advanced by the SimPy processes (the batched
+    engine; :class:`sim.engine.process.ProcessMonth` runs the same month one customer at a time)."""
 
     def __init__(self, env: simpy.Environment, s: Scenario, c: TargetScales, shard: int, agents: Agents,
                  period: Period) -> None:
@@ -90,7 +91,7 @@ class _Month:
             start = np.maximum(ag.graduate_at[alive], self.clock)
             nxt = ag.grad_to[alive]
             bought, gone2, when2 = advance(ag, alive, np.full(len(alive), t), rates, self._multipliers(alive, nxt),
-                                           self.s.seasonality, block=self.block + _GRAD_BLOCK, start=start,
+                                           self.s.seasonality, block=self.block + GRAD_BLOCK, start=start,
                                            segment=nxt, **kw)
             self.bought.append(bought)
             for i, g in zip(alive.tolist(), start.tolist(), strict=True):
@@ -134,13 +135,13 @@ class _Month:
         return _concat_purchases(self.bought)
 
 
-def _acquisition(env: simpy.Environment, world: _Month, newcomers: Agents) -> Iterator[simpy.Event]:
+def _acquisition(env: simpy.Environment, world: Month, newcomers: Agents) -> Iterator[simpy.Event]:
     """New customers join the shard; each starts buying at its own signup time."""
     world.agents = world.agents.extend(newcomers)
     yield env.timeout(0)
 
 
-def _change(env: simpy.Environment, world: _Month, t: float, changes: list[tuple[str, object]],
+def _change(env: simpy.Environment, world: Month, t: float, changes: list[tuple[str, object]],
             until: float) -> Iterator[simpy.Event]:
     """At ``t`` the world changes (interventions, experiment assignment, drift steps); then every
     customer wakes once and lives on under the new rules until the next change."""
@@ -152,7 +153,7 @@ def _change(env: simpy.Environment, world: _Month, t: float, changes: list[tuple
     world.draw_until(until)
 
 
-def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
+def _month_end(env: simpy.Environment, world: Month) -> Iterator[simpy.Event]:
     """The checkpoint: every customer process has applied its events of the month by now."""
     yield env.timeout(world.period.t1 - env.now)
     world.clock = env.now
@@ -160,7 +161,7 @@ def _month_end(env: simpy.Environment, world: _Month) -> Iterator[simpy.Event]:
 
 def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, period: Period,
                    arrival_ids: np.ndarray, arrival_t: np.ndarray, *, outputs: bool = True,
-                   engine: type[_Month] = _Month) -> tuple[Agents, ShardMonth]:
+                   engine: type[Month] = Month) -> tuple[Agents, ShardMonth]:
     """Simulate one shard for one month; returns its new state and the month's arrays.
 
     With ``outputs=False`` (the targets' pilots) labels and daily metrics are not computed.

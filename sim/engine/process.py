@@ -30,7 +30,7 @@ import numpy as np
 import simpy
 
 from sim.contracts import NEW_CUSTOMER
-from sim.engine.month import _GRAD_BLOCK, _Month, simulate_shard
+from sim.engine.month import GRAD_BLOCK, Month, simulate_shard
 from sim.engine.state import RunState, ShardMonth, shard_agents
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
@@ -106,7 +106,7 @@ class Customer:
         """
         w, ag, i = self.w, self.w.agents, self.i
         self.a, self.seg, r = a, int(ag.segment[i]), w.rates
-        self.span = w.block + (_GRAD_BLOCK if graduated else 0)
+        self.span = w.block + (GRAD_BLOCK if graduated else 0)
         g = float(ag.graduate_at[i])
         self.graduation = max(g, w.clock) if self.seg == NEW_CUSTOMER and not math.isnan(g) else INF
         self.decay = float(r.decay_per_year[self.seg]) / 365.0
@@ -193,7 +193,7 @@ class Customer:
         self.sleep(end)
 
 
-class ProcessMonth(_Month):
+class ProcessMonth(Month):
     """One shard's month as its customers' processes see it: the rules in force, and when they change."""
 
     def __init__(self, *args: object) -> None:
