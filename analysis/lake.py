@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-__all__ = ["last_label_date", "read_table", "table_path", "window_start"]
+__all__ = ["data_files", "last_label_date", "read_table", "table_path", "window_start"]
 
 
 def table_path(lake: str | Path, name: str) -> str:
     return str(Path(lake) / name)
+
+
+def data_files(table: DeltaTable) -> list[str]:
+    """``table``'s data files as pyarrow opens them (deltalake percent-encodes local paths)."""
+    return [u if "://" in u else unquote(u) for u in table.file_uris()]
 
 
 def read_table(
@@ -33,7 +39,7 @@ def read_table(
     dt = DeltaTable(table_path(lake, name), version=version)
     schema = dt.schema().to_arrow()
     schema = pa.schema(schema) if not isinstance(schema, pa.Schema) else schema
-    files = dt.file_uris()
+    files = data_files(dt)
     if not files:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty

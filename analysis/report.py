@@ -33,7 +33,7 @@ from deltalake import DeltaTable
 from analysis.ab import ab_readout
 from analysis.figures import LakeFrames, figures, load_frames
 from analysis.html import CSS, PAGE, cards_html, esc, figure_html, fmt, html_table, kv_html, section
-from analysis.lake import read_table, table_path
+from analysis.lake import data_files, read_table, table_path
 from analysis.plots import has_experiment, ordered_segments
 from analysis.quality_report import CUSTOMER_COLUMNS, TRANSACTION_COLUMNS, lake_dashboard, to_records
 
@@ -82,7 +82,7 @@ def _table_info(lake: Path, name: str) -> dict[str, Any]:
     dtab = DeltaTable(table_path(lake, name))
     schema = dtab.schema().to_arrow()
     schema = schema if isinstance(schema, pa.Schema) else pa.schema(schema)  # deltalake 1.x: arro3
-    files = dtab.file_uris()
+    files = data_files(dtab)
     rows = ds.dataset(files, format="parquet").count_rows() if files else 0
     fields = [(f.name, _TYPE_NAMES.get(str(f.type), str(f.type))) for f in schema]
     return {"name": name, "version": dtab.version(), "rows": rows, "columns": fields,

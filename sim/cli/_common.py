@@ -74,9 +74,19 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def _lake_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from sim.errors import ScenarioError
+    from sim.lake.status import local_path
+
+    try:
+        return str(local_path(value))
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 def lake_option(fn: F) -> F:
     return click.option("--lake", "lake", default="./lake", show_default=True, type=click.Path(file_okay=False),
-                        help="Directory of the Delta lake.")(fn)
+                        callback=_lake_path, help="Directory of the Delta lake (a path or a file:// URI).")(fn)
 
 
 def setup_logging(quiet: bool, verbose: int) -> None:

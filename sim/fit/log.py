@@ -34,8 +34,10 @@ def read_log(path: str | Path, *, columns: Mapping[str, str] | None = None) -> p
             import pyarrow.dataset as ds
             from deltalake import DeltaTable
 
+            from sim.lake.read import data_files
+
             # file_uris + pyarrow: DeltaTable.to_pyarrow_table() aborts the interpreter at exit.
-            df = ds.dataset(DeltaTable(src).file_uris(), format="parquet").to_table().to_pandas()
+            df = ds.dataset(data_files(DeltaTable(src)), format="parquet").to_table().to_pandas()
         elif p.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(p)
         elif p.suffix.lower() in (".csv", ".txt", ".tsv", ".dat"):

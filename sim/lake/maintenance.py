@@ -9,6 +9,7 @@ from deltalake import DeltaTable
 
 from sim.batch.tables import TABLES
 from sim.lake.lock import lake_lock
+from sim.lake.read import data_files
 from sim.lake.staging import clear_staging
 from sim.lake.state import internal_dir
 from sim.lake.status import lake_dir
@@ -16,8 +17,8 @@ from sim.lake.status import lake_dir
 
 def _files(path: Path) -> tuple[int, int]:
     dt_ = DeltaTable(str(path))
-    uris = dt_.file_uris()
-    return len(uris), sum(os.path.getsize(u.removeprefix("file://")) for u in uris)
+    files = data_files(dt_)
+    return len(files), sum(os.path.getsize(f.removeprefix("file://")) for f in files)
 
 
 def _vacuum(dt_: DeltaTable, retention_hours: int) -> None:

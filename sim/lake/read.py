@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -16,14 +17,20 @@ from deltalake import DeltaTable
 
 from sim.lake.state import META_KEY
 
-__all__ = ["month_files", "read_delta", "read_table"]
+__all__ = ["data_files", "month_files", "read_delta", "read_table"]
+
+
+def data_files(table: DeltaTable) -> list[str]:
+    """``table``'s data files as pyarrow opens them: deltalake percent-encodes local paths (a
+    lake under ``My Drive`` lists ``My%20Drive``), which pyarrow would not find."""
+    return [u if "://" in u else unquote(u) for u in table.file_uris()]
 
 
 def read_delta(table: DeltaTable, *, columns: list[str] | None = None) -> pa.Table:
     """All rows of ``table`` (at the version it was loaded at)."""
     schema = table.schema().to_arrow()
     schema = schema if isinstance(schema, pa.Schema) else pa.schema(schema)
-    files = table.file_uris()
+    files = data_files(table)
     if not files:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
@@ -47,5 +54,5 @@ def month_files(lake: str | Path, name: str, month: str) -> list[str]:
                     if META_KEY in h and json.loads(h[META_KEY]).get("month") == month), None)
     if version is None:
         return []
-    before = set(DeltaTable(path, version=version - 1).file_uris()) if version > 0 else set()
-    return [f for f in DeltaTable(path, version=version).file_uris() if f not in before]
+    before = set(data_files(DeltaTable(path, version=version - 1))) if version > 0 else set()
+    return [f for f in data_files(DeltaTable(path, version=version)) if f not in before]

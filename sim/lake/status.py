@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -113,8 +114,9 @@ def lake_status(lake: str | Path) -> LakeStatus:
 
 
 def lake_dir(lake: str | Path) -> Path:
-    """``lake``, refused (before anything is written) when it is, or is inside, a Delta table."""
-    lake = Path(lake)
+    """``lake`` as a local directory (a ``file://`` URI is one), refused before anything is written
+    when it is, or is inside, a Delta table, or is an object-store URI."""
+    lake = Path(local_path(lake))
     resolved = lake.resolve()
     for p in (resolved, *resolved.parents):
         if (p / "_delta_log").is_dir():
@@ -122,4 +124,21 @@ def lake_dir(lake: str | Path) -> Path:
             parent = p.parent.parent if p.parent.name == "_churnsim" else p.parent
             raise ScenarioError(f"{lake}: expected a lake directory (the one that holds the tables); it {where} {p} "
                                 f"(did you mean {parent}?)")
+    return lake
+
+
+def local_path(lake: str | Path) -> str | Path:
+    """A ``file://`` URI as its path; an object-store URI refused: the lake's lock is a file lock
+    (``flock``), so writers need a local or mounted path (on Databricks, ``/Volumes/...``)."""
+    text = str(lake)
+    if text.startswith("file://"):
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise ScenarioError(f"{text}: expected a file:// URI of this machine (file:///path), got host {parsed.netloc!r}")
+        return unquote(parsed.path)
+    scheme = text.partition("://")[0]
+    if "://" in text and scheme.isidentifier():
+        raise ScenarioError(f"{text}: expected a local directory or a file:// URI; object-store lakes ({scheme}://) are written "
+                            "through a mounted path (e.g. /Volumes/... on Databricks), because the lake's lock "
+                            "is a file lock")
     return lake

@@ -239,15 +239,17 @@ def _commit_months(path: str, version: int | None) -> tuple[list[str], list[str 
     """
     from deltalake import DeltaTable
 
+    from sim.lake.read import data_files
+
     table = DeltaTable(path, version=version)
-    final = table.file_uris()
+    final = data_files(table)
     # The history of the latest table: a table loaded at an old version numbers its history wrongly.
     history = {h.get("version"): h for h in DeltaTable(path).history()}
     added: dict[str, int] = {}
     prev: set[str] = set()
     for v in range(table.version() + 1):
         try:
-            files = set(DeltaTable(path, version=v).file_uris())
+            files = set(data_files(DeltaTable(path, version=v)))
         except Exception:  # the log was cleaned up: those files stay without a batch
             log.debug("%s: version %d not loadable", path, v)
             continue

@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 
 import sim.lake.status as lake_status_module
 from analysis.lake import read_table
-from sim import InfeasibleTargetError, StorageError, scenario_from_dict
+from sim import InfeasibleTargetError, ScenarioError, StorageError, scenario_from_dict
 from sim.batch.tables import TABLES
 from sim.execute import runs
 from sim.lake.maintenance import optimize
@@ -273,6 +273,28 @@ def test_a_lake_path_in_a_delta_table_is_refused_with_exit_2_before_anything_is_
         assert out.stderr.strip() == (f"Error: {lake / inside}: expected a lake directory (the one that holds the "
                                       f"tables); it {where} {table} (did you mean {lake}?)")
     assert _tree(lake) == before
+
+
+def test_a_file_uri_lake_is_the_lake_at_its_path(tmp_path, reference):
+    """``--lake file:///...`` (and the Python API's ``lake=``) write the lake at the URI's path."""
+    lake = tmp_path / "uri lake"  # a space: the URI is percent-encoded
+    runs.run(scenario_from_dict(SCEN), lake.as_uri(), months=3)
+    out = _cli("append", "--lake", lake.as_uri(), "--until", "2024-06")
+    assert out.returncode == 0, out.stderr
+    _assert_exactly(reference, lake)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/lake", "abfss://c@acct.dfs.core.windows.net/lake", "file://otherhost/lake"])
+def test_an_object_store_lake_is_refused_with_exit_2_naming_what_works(tmp_path, uri):
+    scenario = _write_scenario(tmp_path)
+    for args in (("run", str(scenario)), ("append",), ("optimize",), ("report",)):
+        out = _cli(*args, "--lake", uri, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert f"Invalid value for '--lake': {uri}: expected " in out.stderr
+        assert ("mounted path" in out.stderr) != uri.startswith("file://")
+    with pytest.raises(ScenarioError, match="expected a local directory or a file:// URI"):
+        runs.run(scenario_from_dict(SCEN), "s3://bucket/lake", months=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
 def test_a_refused_target_leaves_no_trace_of_the_lock(tmp_path):
