@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMAS", "TABLES", "codes_to_strings", "customers_table", "days_to_date32", "deliver_history",
            "first_ids", "history_table", "in_time_order", "labels_table", "metrics_table", "month_tables",
-           "purchase_days", "shard_ids", "shard_transactions", "transactions_table"]
+           "purchase_days", "recorded_late", "shard_ids", "shard_transactions", "transactions_table"]
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -98,7 +98,6 @@ SCHEMAS: dict[str, pa.Schema] = dict(zip(TABLES, (CUSTOMERS, TRANSACTIONS, LABEL
 _SEGMENTS = pa.array(SEGMENTS, pa.string())
 _CHANNELS = pa.array(CHANNELS, pa.string())
 _CATEGORIES = pa.array(CATEGORIES, pa.string())
-_PURCHASE_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")
 _DICTS = {"segment": _SEGMENTS, "channel": _CHANNELS, "category": _CATEGORIES,
           "tier": pa.array(TIERS, pa.string()), "change_type": pa.array(CHANGE_TYPES, pa.string())}
 
@@ -210,14 +209,12 @@ def transactions_table(state: RunState, months: list[ShardMonth]) -> pa.Table:
     # Each id names its row's place: a permutation, no sort.
     order = np.empty(len(ids), np.int64)
     order[ids - state.next_transaction_id] = np.arange(len(ids))
-    p = _concat_purchases(list(parts.values()))
-    return _transactions(ids[order], Purchases(*(getattr(p, f)[order] for f in _PURCHASE_FIELDS)))
+    return _transactions(ids[order], Purchases.concat(list(parts.values())).take(order))
 
 
 def in_time_order(p: Purchases) -> Purchases:
     """One shard's purchases by (time, customer): the order its transaction ids are given in."""
-    order = np.lexsort((p.customer_id, p.t))
-    return Purchases(*(getattr(p, f)[order] for f in _PURCHASE_FIELDS))
+    return p.take(np.lexsort((p.customer_id, p.t)))
 
 
 def purchase_days(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,11 +264,9 @@ def _transactions(ids: np.ndarray, p: Purchases) -> pa.Table:
     }, schema=TRANSACTIONS)
 
 
-def _concat_purchases(parts: list[Purchases]) -> Purchases:
-    if not parts:
-        e = np.empty(0)
-        return Purchases(e.astype(np.int64), e, e, e.astype(np.int8), e.astype(np.int8), e.astype(np.int8))
-    return Purchases(*(np.concatenate([getattr(p, f) for p in parts]) for f in _PURCHASE_FIELDS))
+def recorded_late(recorded_us: np.ndarray, period: Period) -> np.ndarray:
+    """Which changes (``recorded_at`` in epoch microseconds) are recorded after ``period``'s end."""
+    return recorded_us > round(period.t1 * 86_400_000_000)
 
 
 def deliver_history(rows: pa.Table, carry: pa.Table | None, period: Period) -> tuple[pa.Table, pa.Table | None]:
@@ -281,8 +276,7 @@ def deliver_history(rows: pa.Table, carry: pa.Table | None, period: Period) -> t
     end is at or after its ``recorded_at``, so a Delta version never holds a row recorded after it.
     """
     rows = rows if carry is None else pa.concat_tables([carry.cast(HISTORY), rows])
-    us = rows.column("recorded_at").cast(pa.int64()).to_numpy()
-    now = us <= round(period.t1 * 86_400_000_000)
+    now = ~recorded_late(rows.column("recorded_at").cast(pa.int64()).to_numpy(), period)
     if now.all():
         return rows, None
     return rows.filter(pa.array(now)), rows.filter(pa.array(~now))

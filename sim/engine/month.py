@@ -132,7 +132,7 @@ class Month:
         env.process(_month_end(env, self))
 
     def purchases(self) -> Purchases:
-        return _concat_purchases(self.bought)
+        return Purchases.concat(self.bought)
 
 
 def _acquisition(env: simpy.Environment, world: Month, newcomers: Agents) -> Iterator[simpy.Event]:
@@ -216,7 +216,7 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
     history_rows = month_changes(s, c, period, start_state, world.agents, purchases)
     if history is not None:
         # History goes to raw_transactions only: daily metrics stay inside the window.
-        purchases = _concat_purchases([history, purchases])
+        purchases = Purchases.concat([history, purchases])
     return world.agents, ShardMonth(shard, new_cols, purchases, labels, daily, history=history_rows)
 
 
@@ -230,11 +230,3 @@ def _history(s: Scenario, c: TargetScales, agents: Agents, start: float) -> Purc
     rates = rates_at(s, c, start)
     return purchases_at(agents.customer_id[i], agents.last[i], agents.segment[i], agents.spend_scale[i], rates,
                         seed=s.seed, period=0, block=_HISTORY_BLOCK, counter=np.zeros(len(i), np.int64))
-
-
-def _concat_purchases(parts: list[Purchases]) -> Purchases:
-    if not parts:
-        e = np.empty(0)
-        return Purchases(e.astype(np.int64), e, e, e.astype(np.int8), e.astype(np.int8), e.astype(np.int8))
-    return Purchases(*(np.concatenate([getattr(p, f) for p in parts])
-                       for f in ("customer_id", "t", "amount", "segment", "channel", "category")))

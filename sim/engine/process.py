@@ -267,8 +267,7 @@ class ProcessMonth(Month):
         """The month's purchases in the batched engine's order: by span, then customer, then time."""
         rows = [row for _, row in sorted(self._bought, key=lambda x: x[0])]
         cols = list(zip(*rows, strict=True)) if rows else [()] * 6
-        dtypes = (np.int64, np.float64, np.float64, np.int8, np.int8, np.int8)
-        return Purchases(*(np.array(c, dtype=d) for c, d in zip(cols, dtypes, strict=True)))
+        return Purchases(*(np.array(c, dtype=d) for c, d in zip(cols, Purchases.DTYPES, strict=True)))
 
 
 def process_runner(state: RunState, period: Period, plan: dict[int, tuple[np.ndarray, np.ndarray]], *,

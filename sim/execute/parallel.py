@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 Plan = dict[int, tuple[np.ndarray, np.ndarray]]
 # A shard's new state (in memory, or where its worker wrote it) and its month.
 Result = tuple[Agents | StoredShard, ShardMonth]
-_NO_PURCHASES = Purchases(*(np.empty(0, d) for d in (np.int64, float, float, np.int8, np.int8, np.int8)))
 
 # --------------------------------------------------------------------------- inside a worker process
 
@@ -121,7 +120,7 @@ def _write_and_keep(lake: Path, s: Scenario, period: Period, agents: Agents, mon
     p = in_time_order(month.purchases)
     days = purchase_days(p.t)
     _KEPT[month.shard] = (period.index, stage_purchases(lake, period.index + 1, month.shard, p) if stage else p, days)
-    return replace(written, purchases=_NO_PURCHASES, days=days)
+    return replace(written, purchases=Purchases.empty(), days=days)
 
 
 def _write_transactions_in_worker(shard: int, period: Period, lake: str, firsts: np.ndarray) -> object:

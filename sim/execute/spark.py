@@ -59,10 +59,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 _SHAPE = b"shapes"
-_PURCHASE_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")
 _DAILY_FIELDS = ("transactions", "revenue", "purchasing_customers", "active_customers_30d", "new_customers",
                  "dropouts")
-_NO_PURCHASES = Purchases(*(np.empty(0, d) for d in (np.int64, float, float, np.int8, np.int8, np.int8)))
 _IN_SCHEMA = "shard int, state binary, arrivals binary"
 _OUT_SCHEMA = "shard int, state binary, month binary"
 
@@ -98,7 +96,7 @@ def unpack(data: bytes) -> dict[str, np.ndarray]:
 
 def _pack_month(m: ShardMonth) -> bytes:
     arrays = {f"new.{k}": v for k, v in m.new_customers.items()}
-    arrays |= {f"buy.{f}": getattr(m.purchases, f) for f in _PURCHASE_FIELDS}
+    arrays |= {f"buy.{f}": getattr(m.purchases, f) for f in Purchases.FIELDS}
     arrays |= {f"label.{k}": v for k, v in m.labels.items()}
     arrays |= {f"daily.{f}": getattr(m.daily, f) for f in _DAILY_FIELDS}
     arrays |= {f"hist.{k}": v for k, v in m.history.items()}
@@ -112,7 +110,7 @@ def _unpack_month(shard: int, data: bytes) -> ShardMonth:
         return {k.partition(".")[2]: v for k, v in a.items() if k.startswith(prefix + ".")}
 
     buy, daily = group("buy"), group("daily")
-    return ShardMonth(shard, group("new"), Purchases(*(buy[f] for f in _PURCHASE_FIELDS)), group("label"),
+    return ShardMonth(shard, group("new"), Purchases(*(buy[f] for f in Purchases.FIELDS)), group("label"),
                       DailyPartials(*(daily[f] for f in _DAILY_FIELDS)), history=group("hist"))
 
 
@@ -256,7 +254,7 @@ class SparkRunner:
         for shard, files, counts, where in zip(*(one.column(n).to_pylist() for n in ("shard", "files", "counts", "staged")),
                                                strict=True):
             a = unpack(counts)
-            months[shard] = ShardMonth(shard, {}, _NO_PURCHASES, {}, DailyPartials(*(a[f"daily.{f}"] for f in _DAILY_FIELDS)),
+            months[shard] = ShardMonth(shard, {}, Purchases.empty(), {}, DailyPartials(*(a[f"daily.{f}"] for f in _DAILY_FIELDS)),
                                        history={k[5:]: v for k, v in a.items() if k.startswith("hist.")},
                                        files=_files_from(files), days=(a["days"], a["counts"]))
             staged[shard] = where

@@ -43,6 +43,7 @@ from sim.batch.tables import (
     labels_table,
     metrics_table,
     month_tables,
+    recorded_late,
     shard_transactions,
 )
 from sim.engine.state import RunState, ShardMonth, StoredShard, shard_agents
@@ -155,7 +156,7 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
     files: dict[str, object] = {}
     # The shard's on-time changes go in its file; those recorded later go back to the coordinator,
     # which delivers them with a later batch (sim.batch.tables.deliver_history).
-    late = month.history["recorded_us"] > round(period.t1 * 86_400_000_000)
+    late = recorded_late(month.history["recorded_us"], period)
     customers = customers_table(scenario.seed, [month])
     on_time = history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}], customers=customers)
     for name, rows in (("raw_customers", customers), ("customer_labels", labels_table(scenario, [month])),

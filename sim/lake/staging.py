@@ -21,8 +21,6 @@ from sim.model.agents import Purchases
 
 __all__ = ["clear_staging", "read_staged", "stage_purchases", "staging_dir"]
 
-_FIELDS = ("customer_id", "t", "amount", "segment", "channel", "category")
-
 
 def staging_dir(lake: Path, month_no: int | None = None) -> Path:
     """The lake's staging directory, or month ``month_no``'s (1-based) in it."""
@@ -35,7 +33,7 @@ def stage_purchases(lake: Path, month_no: int, shard: int, purchases: Purchases)
     where = staging_dir(lake, month_no)
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{shard:06d}-{uuid.uuid4().hex}.arrow"
-    table = pa.table({f: getattr(purchases, f) for f in _FIELDS})
+    table = pa.table({f: getattr(purchases, f) for f in Purchases.FIELDS})
     tmp = path.with_suffix(".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
@@ -47,7 +45,7 @@ def read_staged(path: str) -> Purchases:
     """The purchases :func:`stage_purchases` wrote."""
     with pa.OSFile(path, "rb") as source:  # read into memory: the arrays outlive the file
         table = pa.ipc.open_file(source).read_all()
-    return Purchases(*(table.column(f).to_numpy() for f in _FIELDS))
+    return Purchases(*(table.column(f).to_numpy() for f in Purchases.FIELDS))
 
 
 def clear_staging(lake: Path, month_no: int | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 
@@ -70,3 +71,20 @@ class Purchases:
     segment: np.ndarray
     channel: np.ndarray  # int8 code into CHANNELS
     category: np.ndarray  # int8 code into CATEGORIES
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("customer_id", "t", "amount", "segment", "channel", "category")
+    DTYPES: ClassVar[tuple[type, ...]] = (np.int64, np.float64, np.float64, np.int8, np.int8, np.int8)
+
+    @classmethod
+    def empty(cls) -> Purchases:
+        return cls(*(np.empty(0, d) for d in cls.DTYPES))
+
+    @classmethod
+    def concat(cls, parts: list[Purchases]) -> Purchases:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.FIELDS))
+
+    def take(self, order: np.ndarray) -> Purchases:
+        """These purchases reordered (or selected) by the index array ``order``."""
+        return Purchases(*(getattr(self, f)[order] for f in self.FIELDS))
