@@ -40,8 +40,12 @@ class TargetScales:
 
 
 def drift_weight(d: Drift, t: np.ndarray | float) -> np.ndarray:
-    x = (np.asarray(t, float) - epoch_day(d.start)) / (d.ramp_days if d.shape == "ramp" else 1e-9)
-    return np.clip(np.where(np.asarray(t, float) >= epoch_day(d.start), x, 0.0), 0.0, 1.0)
+    """How far drift ``d`` has gone at ``t``: a step is whole from its start on (the start included:
+    the rules read there are the step's), a ramp grows linearly over ``ramp_days``."""
+    x = np.asarray(t, float) - epoch_day(d.start)
+    if d.shape == "step":
+        return np.where(x >= 0, 1.0, 0.0)
+    return np.clip(x / d.ramp_days, 0.0, 1.0)
 
 
 def rates_at(s: Scenario, c: TargetScales, t: float) -> Rates:
