@@ -15,8 +15,10 @@ simulated at the log's size and its customers are classified by the same segment
 * shares and size are solved by non-negative least squares through the simulation's confusion
   between true segment and label (never-buyers included).
 
-The mean of the later rounds' parameters is the estimate (each round also chases one simulation's
-noise).
+Each round simulates fresh customers (the runs of its Jacobian share them, so its differences are
+not noise), and the mean of the later rounds' parameters is the estimate: the rounds chase
+independent simulation noise, which the mean averages out. With one set of customers for every
+round, the rounds would all chase the same draw's luck and the mean would keep it.
 
 That is the ``steady`` model: a customer base that was buying before the window opened, plus
 acquisitions. The ``acquired`` model is the other: every customer is acquired inside the window at
@@ -102,7 +104,7 @@ def fit_scenario(
     seed: int = 42,
     start_date: dt.date | None = None,
     end_date: dt.date | None = None,
-    iterations: int = 8,
+    iterations: int = 12,
     search: int = 20,
     model: str = "auto",
     name: str = "calibrated",
@@ -152,9 +154,9 @@ def fit_scenario(
     real_stats = log_stats(occ, start=start, end=end)
     runs: list[tuple[float, Params]] = []
 
-    def simulate(q: Params, scale: int = 1) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    def simulate(q: Params, scale: int = 1, draw: int = 0) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         """The candidate's log and customers; None when fewer than 2 customers bought."""
-        sim_occ, sim_cust = simulated_log(params_scenario(q, name=name, seed=seed, start=start_d, days=days,
+        sim_occ, sim_cust = simulated_log(params_scenario(q, name=name, seed=seed + draw, start=start_d, days=days,
                                                     source=src, scale=scale))
         return None if sim_occ["customer_id"].nunique() < 2 else (sim_occ, sim_cust)
 
@@ -170,8 +172,8 @@ def fit_scenario(
         log.info("calibration run %d: score %.4f %s", len(runs), runs[-1][0], {k: round(v, 4) for k, v in dist.items()})
         return runs[-1][0]
 
-    def moments_of(q: Params) -> tuple[Moments, np.ndarray, pd.DataFrame, pd.DataFrame] | None:
-        got = simulate(q)
+    def moments_of(q: Params, draw: int = 0) -> tuple[Moments, np.ndarray, pd.DataFrame, pd.DataFrame] | None:
+        got = simulate(q, draw=draw)
         if got is None:
             return None
         sim_occ, sim_cust = got
@@ -181,18 +183,23 @@ def fit_scenario(
     if model == "steady" or (model == "auto" and not is_cohort(f, start=start, days=days)):
         min_rate = 1.0 / days
         iterates = []
-        for _ in range(iterations):
-            got = moments_of(p)
+        for i in range(iterations):
+            # Each round draws fresh customers (its Jacobian's runs share them): the iterates then
+            # chase independent simulation noise, which their mean averages out.
+            got = moments_of(p, i)
             if got is None:
                 p.rate = {k: v * 3 for k, v in p.rate.items()}
                 continue
             sim, labels, sim_occ, sim_cust = got
             update_params(p, real, sim, half_years=days / 2 / 365.0)
-            rate_hazard_step(p, real, moments_of, min_rate=min_rate)
+            rate_hazard_step(p, real, lambda q, draw=i: moments_of(q, draw), min_rate=min_rate)
             reweigh(p, real, confusion(sim_cust, np.sort(sim_occ["customer_id"].unique()), labels),
                      cap=MAX_SIZE_FACTOR)
             iterates.append(copy.deepcopy(p))
-        # Each step chases one simulation's noise as well as the log: the mean of the later
+            log.debug("round %d: size %d, shares %s, rates %s, hazards %s", len(iterates), p.size,
+                      {k: round(v, 3) for k, v in p.shares.items()}, {k: round(v, 4) for k, v in p.rate.items()},
+                      {k: round(v, 5) for k, v in p.hazard.items()})
+        # Each step chases its round's simulation noise as well as the log: the mean of the later
         # iterates is the estimate (Polyak averaging).
         p = average_params(iterates[len(iterates) // 2:]) if iterates else p
         evaluate(p)
