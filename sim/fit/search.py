@@ -28,7 +28,8 @@ young business's log. It has one behaviour with an early phase (``new_customer``
 multiple of the later rate for some weeks, then graduating to ``mid_stable``); rate, heterogeneity
 and dropout start from a BG/NBD fit (the engine with ``dropout_per_purchase`` is BG/NBD), spend
 from the log-normal closest in KS, and the search below runs from each way of dropping out (after
-purchases, or by recency) with twice the budget.
+purchases, or by recency) with four times the budget (six scales: at twice it, the search was
+still falling steeply when it stopped).
 
 A final Nelder-Mead search on common scales trades the moments off when the model cannot match
 them all (real logs). ``model="auto"`` fits both models, except the steady one to a log that is
@@ -216,7 +217,7 @@ def fit_scenario(
         for q in starts:
             if search:
                 q = _early_phase(q, lambda x: evaluate(x, scale=scale), exposure=exposure, days=days)
-                _global_search(q, lambda x: evaluate(x, scale=scale), budget=2 * search)
+                _global_search(q, lambda x: evaluate(x, scale=scale), budget=4 * search)
             else:
                 evaluate(q, scale=scale)
     if not runs or math.isinf(min(r[0] for r in runs)):

@@ -151,13 +151,13 @@ def test_cohort_log_is_simulated_as_one_cohort(cohort_trip):
     assert (first - pd.Timestamp("2024-01-01")).dt.days.max() < 56
 
 
-def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
+def test_cohort_round_trip_recovers_window_and_rates(cohort_trip, tmp_path):
     # Measured (seed 1; the search runs from each dropout mechanism, on 10,000 simulated customers):
     # dropout by recency chosen (the truth's), window 56 days (exact), window shape 1.008 (uniform:
-    # 1), size 6000, rate 0.0284 (-5 %), hazard 0.0036 (-11 %), heterogeneity shape 0.52 (vs 0.6),
-    # gap regularity 1.46 (vs 3), no early phase. Distances: TVD 0.011, KS gaps 0.086 (gamma(3)
-    # gaps against 1.46), KS amounts 0.018, KS recency 0.017, cumulative repeats 6.0 % at worst
-    # past 5 % of the total.
+    # 1), size 6000, rate 0.0274 (-9 %), hazard 0.0033 (-17 %), heterogeneity shape 0.56 (vs 0.6),
+    # gap regularity 1.36 (vs 3), no early phase inside the window (3,328 days). Distances at the
+    # fit's seed: TVD 0.019, KS gaps 0.059, KS amounts 0.019, KS recency 0.023; cumulative repeats
+    # at worst past 5 % of the total 12.1 % at seed 1, 5.1-12.6 % over seeds 1-5, mean curve 9.5 %.
     truth, fit, log = cohort_trip
     acq = fit.population.acquisition
     assert acq.first_purchase_at_signup and acq.share == 1.0
@@ -170,14 +170,15 @@ def test_cohort_round_trip_recovers_window_and_rates(cohort_trip):
     assert f.dropout_per_purchase == 0.0 and fit.population.heterogeneity.dropout_concentration is None
     assert 0.5 <= f.dropout_hazard / t.dropout_hazard <= 1.5
     assert 0.3 <= fit.population.heterogeneity.shape <= 1.2
-    occ = occasions(log, columns=COLUMNS)
-    lo, hi = int(occ["day"].min()), int(occ["day"].max())
-    sim_occ, _ = simulated_log(fit)
-    d = distances(log_stats(occ, start=lo, end=hi), log_stats(sim_occ, start=lo, end=hi))
+    report = fit_report(log, fit, out_dir=tmp_path, columns=COLUMNS, seeds=5)
+    d = report["distances"]
     assert d["tvd_repeat"] <= 0.05
     assert d["ks_gap"] <= 0.12
     assert d["ks_amount"] <= 0.05
-    assert d["cum_repeat_max_rel_err_after_5pct"] <= 0.12
+    # The curve of one simulation is mostly chance here: the truth itself, simulated at seeds 1-5,
+    # is 9.7-12.8 % off its own log. The mean of 5 simulations' curves is the fit's own error
+    # (the truth's: 10.5 %; a fit with the search stopped at half the budget: 14.3 %).
+    assert report["mean_curve_rel_err_after_5pct"] <= 0.12
 
 
 def test_cohort_round_trip_recovers_a_front_loaded_window():
@@ -248,10 +249,10 @@ def test_cdnow_distances(cdnow_report):
     # Measured with the defaults: CDNOW is one cohort (window 84 days, window shape 0.913 by maximum
     # likelihood, first purchase at signup); dropout after purchases (BG/NBD's) beats dropout by
     # recency; an early phase of 5-8 weeks at about twice the later rate; searched on 5x the log's
-    # customers. At the scenario's seed (42): TVD 0.028, KS gaps 0.017, KS amounts 0.079, KS
-    # recency 0.037, cumulative repeat curve 14.5 % at worst past 5 % of its total. Over seeds
-    # 42-46: TVD 0.028-0.047, KS gaps 0.017-0.040, KS amounts 0.071-0.082, KS recency 0.024-0.037,
-    # curve 9.4-16.5 %, and the mean of the 5 curves within 7.7 % (the rest is chance: the first
+    # customers. At the scenario's seed (42): TVD 0.029, KS gaps 0.033, KS amounts 0.073, KS
+    # recency 0.024, cumulative repeat curve 10.6 % at worst past 5 % of its total. Over seeds
+    # 42-46: TVD 0.029-0.045, KS gaps 0.022-0.040, KS amounts 0.070-0.082, KS recency 0.020-0.039,
+    # curve 8.0-19.1 %, and the mean of the 5 curves within 6.0 % (the rest is chance: the first
     # weeks past 5 % hold about 100 repeat purchases). Before this model (recency hazard, no early
     # phase): 0.045, 0.058, 0.068, 0.025, 21.7 %; before the cohort mode: 0.167, 0.136, 0.138,
     # 0.394, 22 %.
