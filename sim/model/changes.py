@@ -21,6 +21,7 @@ Randomness is keyed by (seed, customer, month) or (seed, customer, version): no 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +34,15 @@ from sim.model.population import DAYS_PER_MONTH
 from sim.model.rates import TargetScales, rates_at
 from sim.scenario import Scenario
 
-__all__ = ["HISTORY_FIELDS", "MonthStart", "month_changes"]
+__all__ = ["BENCH_NO_HISTORY_ENV", "HISTORY_FIELDS", "MonthStart", "history_recorded", "month_changes"]
 
 SIGNUP, SEGMENT, TIER, ADDRESS, EMAIL = (CHANGE_TYPES.index(k) for k in CHANGE_TYPES)
 _US_PER_DAY = 86_400_000_000
+# The baseline of the benchmark's history cost (sim.bench_history) runs with this set to "1" in its
+# (fresh) process: the engine then skips month_changes and the batch and sinks the customer_history
+# table, so the history is timed against the same job without it. Bench-only, not a scenario key:
+# such a lake lacks a table. An environment variable, so a benchmark's worker processes see it too.
+BENCH_NO_HISTORY_ENV = "_CHURNSIM_BENCH_NO_HISTORY"
 HISTORY_FIELDS = ("customer_id", "valid_from_us", "version", "change_type", "segment", "tier", "moves", "emails",
                   "recorded_us")
 
@@ -56,6 +62,11 @@ class MonthStart:
         joined = np.r_[np.full(n_old, initial), np.ones(n_new, bool)]
         return cls(np.r_[agents.segment, newcomers.segment], np.r_[agents.graduate_at, newcomers.graduate_at],
                    joined, np.r_[np.full(n_old, initial), np.zeros(n_new, bool)])
+
+
+def history_recorded() -> bool:
+    """Whether customer_history is made (always, but in the benchmark's baseline: BENCH_NO_HISTORY_ENV)."""
+    return os.environ.get(BENCH_NO_HISTORY_ENV) != "1"
 
 
 def _tier_up(spend: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
