@@ -23,7 +23,8 @@ META_KEY = "churnsim"  # the commit metadata key of churnsim's own metadata
 # experiment_arms (a map), not experiment_arm; a month of the new schema cannot join a format-1 table.
 # 3: the state is one file per shard, named in the state commit. 4: customers carry tier,
 # trailing spend and change counters (customer_history); a format-3 lake has no history to continue.
-STATE_FORMAT = 4
+# 5: customers carry their move/e-mail clock (change_clock); a format-4 lake drew them month by month.
+STATE_FORMAT = 5
 # The state commit's metadata maps each shard to its file (relative to the state table): a worker
 # reads its own shard's state and nothing else.
 STATE_FILES_KEY = "state_files"

@@ -10,12 +10,14 @@ the same rows, and a month made in a resumed run is the month of a straight one.
   on the customer's trailing spend, an exponentially decayed sum of its purchases scaled to
   currency per month (a steady spend of m a month converges to m); a tier is entered at its
   threshold and kept down to ``tier_downgrade_ratio`` of it.
-* **address** and **email**: Poisson clocks per customer at the scenario's yearly rates, read
-  off one keyed uniform per customer and month (at most one of the two changes a month), only
-  while the customer is live. The new address and e-mail are keyed by (customer, change
-  counter), so the state holds counters, not strings.
+* **address** and **email**: one Poisson clock per customer at the two yearly rates' sum, only
+  while the customer is live: the state carries the exposure left until the next change (drawn
+  at signup and after each change), so a month costs a subtraction per customer and a draw per
+  change, and a customer may change more than once in a month. The new address and e-mail are
+  keyed by (customer, change counter), so the state holds counters, not strings.
 
-Randomness is keyed by (seed, customer, month) or (seed, customer, version): no global state.
+Randomness is keyed by (seed, customer, month), (seed, customer, version) or (seed, customer,
+change counter): no global state.
 """
 
 from __future__ import annotations
@@ -92,28 +94,52 @@ def _in_group(idx: np.ndarray, x: np.ndarray) -> np.ndarray:
     return cs - np.maximum.accumulate(base)
 
 
-def _moves_and_emails(s: Scenario, ag: Agents, period: Period) -> tuple[np.ndarray, np.ndarray]:
-    """Times of each customer's move and e-mail change this month (NaN: none); live customers only.
+def _moves_and_emails(s: Scenario, ag: Agents, period: Period,
+                      joined: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This month's moves and e-mail changes: (customer index, change type, time), live customers only.
 
-    One Poisson clock at the two rates' sum, read off one keyed uniform per live customer and
-    month (its first arrival in the month, if any); which of the two it is, by their rates, is a
-    second keyed draw for those few. So a customer changes at most one of them a month (a second
-    change in the same month is about 3e-5 of months at the default rates, and is not drawn).
+    One Poisson clock at the two rates' sum. Each customer carries the exposure left until its
+    next change (``ag.change_clock``): a unit exponential keyed by (customer, its changes so far),
+    drawn at signup (``joined``) and after each change, and spent at the rates in force, so a
+    month costs one subtraction per live customer and a draw per change. A new scenario's rates
+    apply from its first month, and two or more changes in a month happen at their rate (an exact
+    Poisson process). Which of the two a change is, by their rates, is a keyed draw per change.
+    Updates ``ag.change_clock``.
     """
     ch = s.population.changes
     rate = ch.move_rate_per_year + ch.email_change_rate_per_year
-    move, email = np.full(len(ag), np.nan), np.full(len(ag), np.nan)
+    seed, cid = s.seed, ag.customer_id
+    done = ag.moves.astype(np.int64) + ag.emails  # changes so far: keys the clock's next draw
+    new = np.flatnonzero(joined)
+    if len(new):
+        ag.change_clock[new] = -np.log(keyed.uniform(seed, "change_clock", cid[new], done[new]))
+    none = np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0)
     if rate <= 0 or not len(ag):
-        return move, email
+        return none
+    per_day = rate / 365.25
     lo = np.maximum(period.t0, ag.since)
-    live = np.flatnonzero(~(ag.dropout <= lo))  # NaN: still live
-    u = keyed.uniform(s.seed, "move", ag.customer_id[live], period.index)
-    t = lo[live] - np.log(u) * (365.25 / rate)
-    ok = (t < period.t1) & ~(ag.dropout[live] <= t)
-    who, t = live[ok], t[ok]
-    is_email = keyed.uniform(s.seed, "email", ag.customer_id[who], period.index) < ch.email_change_rate_per_year / rate
-    email[who[is_email]], move[who[~is_email]] = t[is_email], t[~is_email]
-    return move, email
+    end = np.fmin(ag.dropout, period.t1)  # live until the month's end or the dropout (NaN: none)
+    live = np.flatnonzero(end > lo)
+    spend = (end[live] - lo[live]) * per_day
+    left = ag.change_clock[live]
+    hit = left < spend
+    ag.change_clock[live[~hit]] = left[~hit] - spend[~hit]
+    who, t, k = live[hit], lo[live[hit]] + left[hit] / per_day, done[live[hit]]
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    while len(who):  # the few who changed: their next change, until it falls after the month
+        out.append((who, t, k))
+        k = k + 1
+        e = -np.log(keyed.uniform(seed, "change_clock", cid[who], k))
+        nxt = t + e / per_day
+        again = nxt < end[who]
+        rest = ~again
+        ag.change_clock[who[rest]] = e[rest] - (end[who[rest]] - t[rest]) * per_day
+        who, t, k = who[again], nxt[again], k[again]
+    if not out:
+        return none
+    idx, t, k = (np.concatenate([o[i] for o in out]) for i in range(3))
+    is_email = keyed.uniform(seed, "change_kind", cid[idx], k) < ch.email_change_rate_per_year / rate
+    return idx, np.where(is_email, EMAIL, ADDRESS).astype(np.int8), t
 
 
 def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStart, ag: Agents,
@@ -147,13 +173,12 @@ def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStar
 
     graduated = (start.segment == NEW_CUSTOMER) & (ag.segment != NEW_CUSTOMER)
     grad_t = np.maximum(np.maximum(start.graduate_at, t0), ag.since)
-    move_t, email_t = _moves_and_emails(s, ag, period)
+    moved, moved_kind, moved_t = _moves_and_emails(s, ag, period, start.joined)
     parts = [(np.flatnonzero(start.joined), SIGNUP, ag.since), (np.flatnonzero(graduated), SEGMENT, grad_t),
-             (np.flatnonzero(~np.isnan(move_t)), ADDRESS, move_t), (np.flatnonzero(~np.isnan(email_t)), EMAIL, email_t),
              (np.flatnonzero(new_tier != old_tier), TIER, np.full(n, t1))]
-    idx = np.concatenate([p[0] for p in parts])
-    kind = np.concatenate([np.full(len(p[0]), p[1], np.int8) for p in parts])
-    t = np.concatenate([p[2][p[0]] for p in parts])
+    idx = np.concatenate([p[0] for p in parts] + [moved])
+    kind = np.concatenate([np.full(len(p[0]), p[1], np.int8) for p in parts] + [moved_kind])
+    t = np.concatenate([p[2][p[0]] for p in parts] + [moved_t])
     order = np.lexsort((kind, t, idx))
     idx, kind, t = idx[order], kind[order], t[order]
 
