@@ -108,23 +108,26 @@ def _moves_and_emails(s: Scenario, ag: Agents, period: Period,
     """
     ch = s.population.changes
     rate = ch.move_rate_per_year + ch.email_change_rate_per_year
-    seed, cid = s.seed, ag.customer_id
-    done = ag.moves.astype(np.int64) + ag.emails  # changes so far: keys the clock's next draw
+    seed, cid, clock = s.seed, ag.customer_id, ag.change_clock
+
+    def done(i: np.ndarray) -> np.ndarray:  # changes so far: key the clock's next draw
+        return ag.moves[i].astype(np.int64) + ag.emails[i]
+
     new = np.flatnonzero(joined)
     if len(new):
-        ag.change_clock[new] = -np.log(keyed.uniform(seed, "change_clock", cid[new], done[new]))
+        clock[new] = -np.log(keyed.uniform(seed, "change_clock", cid[new], done(new)))
     none = np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0)
     if rate <= 0 or not len(ag):
         return none
     per_day = rate / 365.25
+    # Whole-array arithmetic, no gather: live from lo until the month's end or the dropout (NaN: none).
     lo = np.maximum(period.t0, ag.since)
-    end = np.fmin(ag.dropout, period.t1)  # live until the month's end or the dropout (NaN: none)
-    live = np.flatnonzero(end > lo)
-    spend = (end[live] - lo[live]) * per_day
-    left = ag.change_clock[live]
-    hit = left < spend
-    ag.change_clock[live[~hit]] = left[~hit] - spend[~hit]
-    who, t, k = live[hit], lo[live[hit]] + left[hit] / per_day, done[live[hit]]
+    end = np.fmin(ag.dropout, period.t1)
+    spend = np.maximum(end - lo, 0.0)
+    spend *= per_day
+    who = np.flatnonzero(clock < spend)
+    t, k = lo[who] + clock[who] / per_day, done(who)
+    clock -= spend  # (the changers' clocks are drawn again below)
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     while len(who):  # the few who changed: their next change, until it falls after the month
         out.append((who, t, k))
@@ -133,7 +136,7 @@ def _moves_and_emails(s: Scenario, ag: Agents, period: Period,
         nxt = t + e / per_day
         again = nxt < end[who]
         rest = ~again
-        ag.change_clock[who[rest]] = e[rest] - (end[who[rest]] - t[rest]) * per_day
+        clock[who[rest]] = e[rest] - (end[who[rest]] - t[rest]) * per_day
         who, t, k = who[again], nxt[again], k[again]
     if not out:
         return none
@@ -171,14 +174,15 @@ def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStar
     new_tier = _review(old_tier, spend, thresholds, ch.tier_downgrade_ratio)
     ag.spend[:], ag.tier[:] = spend, new_tier
 
-    graduated = (start.segment == NEW_CUSTOMER) & (ag.segment != NEW_CUSTOMER)
-    grad_t = np.maximum(np.maximum(start.graduate_at, t0), ag.since)
+    joined = np.flatnonzero(start.joined)
+    grads = np.flatnonzero((start.segment == NEW_CUSTOMER) & (ag.segment != NEW_CUSTOMER))
+    grad_t = np.maximum(np.maximum(start.graduate_at[grads], t0), ag.since[grads])
+    tiered = np.flatnonzero(new_tier != old_tier)
     moved, moved_kind, moved_t = _moves_and_emails(s, ag, period, start.joined)
-    parts = [(np.flatnonzero(start.joined), SIGNUP, ag.since), (np.flatnonzero(graduated), SEGMENT, grad_t),
-             (np.flatnonzero(new_tier != old_tier), TIER, np.full(n, t1))]
+    parts = [(joined, SIGNUP, ag.since[joined]), (grads, SEGMENT, grad_t), (tiered, TIER, np.full(len(tiered), t1))]
     idx = np.concatenate([p[0] for p in parts] + [moved])
     kind = np.concatenate([np.full(len(p[0]), p[1], np.int8) for p in parts] + [moved_kind])
-    t = np.concatenate([p[2][p[0]] for p in parts] + [moved_t])
+    t = np.concatenate([p[2] for p in parts] + [moved_t])
     order = np.lexsort((kind, t, idx))
     idx, kind, t = idx[order], kind[order], t[order]
 
