@@ -91,7 +91,8 @@ def test_analysis_never_imports_the_engine():
 
 def test_layers_import_only_earlier_layers():
     order = ["sim.errors", "sim.contracts", "sim.scenario", "sim.model", "sim.engine", "sim.batch", "sim.lake",
-             "sim.quality", "sim.execute", "sim.fit", "sim.api", "sim.bench", "sim.cli"]
+             "sim.quality", "sim.execute", "sim.fit", "sim.api", "sim.bench", "sim.bench_history",
+             "sim.cli"]
 
     def layer(m: str) -> int | None:
         for i, prefix in enumerate(order):

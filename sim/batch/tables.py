@@ -15,7 +15,7 @@ import pyarrow as pa
 from sim.contracts import CATEGORIES, CHANGE_TYPES, CHANNELS, SEGMENTS, TIERS
 from sim.model.agents import Purchases
 from sim.model.calendar import Period, epoch_day
-from sim.model.changes import HISTORY_FIELDS
+from sim.model.changes import HISTORY_FIELDS, history_recorded
 from sim.model.identity import address_columns, email_column, identity_columns
 
 if TYPE_CHECKING:
@@ -137,9 +137,11 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
     """
     s = state.scenario
     customers = customers_table(s.seed, months)
-    return dict(zip(TABLES, (customers, transactions_table(state, months), labels_table(s, months),
-                             metrics_table(period, months),
-                             history_table(s.seed, [m.history for m in months], customers=customers)), strict=True))
+    tables = dict(zip(TABLES[:4], (customers, transactions_table(state, months), labels_table(s, months),
+                                   metrics_table(period, months)), strict=True))
+    if history_recorded():  # (not in the benchmark's baseline without the history)
+        tables["customer_history"] = history_table(s.seed, [m.history for m in months], customers=customers)
+    return tables
 
 
 def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: pa.Table | None = None) -> pa.Table:

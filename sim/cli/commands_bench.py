@@ -40,6 +40,15 @@ def _show(r: dict) -> None:
         click.echo(f"  {st['customers']:,} customers x {st['months']} months, local engine ({st['workers']} workers, "
                    f"state read from the lake): {st['seconds']:.1f} s, {st['transactions_per_s']:,} transactions/s, "
                    f"peak RSS summed {st['summed_peak_rss_mb']:.0f} MB (coordinator {st['coordinator_peak_rss_mb']:.0f} MB)")
+    if "history_cost" in r:
+        hc = r["history_cost"]
+        click.echo(f"  customer_history's cost ({hc['size']}, {hc['rounds']} rounds in fresh processes, "
+                   f"with and without it alternating; median of the rounds' ratios):")
+        for job, label in (("in_memory", "in memory"), ("to_delta", "to Delta")):
+            j = hc[job]
+            click.echo(f"    {label + ':':10} {j['with_median']:6.2f} s with, {j['without_median']:6.2f} s without "
+                       f"= {j['ratio']:.3f}x ({(j['ratio'] - 1) * 100:+.1f} %), CPU {j['cpu_ratio']:.3f}x "
+                       f"({(j['cpu_ratio'] - 1) * 100:+.1f} %)")
     for row in r["in_memory"].get("profile", []):
         click.echo(f"    {row['cumtime']:8.3f} s cum {row['tottime']:8.3f} s own {row['calls']:>8}  {row['function']}")
 
@@ -53,14 +62,17 @@ def _show(r: dict) -> None:
 @click.option("--scale-out", "scale", is_flag=True,
               help="Also the Spark driver's peak RSS at 50k and 1M customers (local-cluster) and 10M customers "
                    "x 24 months with the local engine (tens of minutes; needs pyspark and Java).")
+@click.option("--history-rounds", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Rounds of the preset with and without customer_history, for its cost (0: skip).")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @click.option("--profile", is_flag=True, help="Add the top functions by cumulative time (in-memory run).")
 @handle_errors
-def bench(size, workers, full, scale, as_json, profile):
-    """Time the engine: in memory, to Delta, 1 vs 2 workers, against a numpy floor.
+def bench(size, workers, full, scale, history_rounds, as_json, profile):
+    """Time the engine: in memory, to Delta, 1 vs 2 workers, against a numpy floor; customer_history's cost.
 
     Not a test: it prints numbers. The floor is a whole-array numpy generator writing the same
-    rows per table and month to Delta.
+    rows per table and month to Delta. The history's cost is the preset in memory and to Delta
+    with and without customer_history, alternating in fresh processes.
 
     \b
     Example:
@@ -71,6 +83,10 @@ def bench(size, workers, full, scale, as_json, profile):
     from sim.bench import bench as run_bench
 
     result = run_bench(size=size, workers=workers, full=full, profile=profile, scale=scale)
+    if history_rounds:
+        from sim.bench_history import history_cost
+
+        result["history_cost"] = history_cost(size=size, rounds=history_rounds)
     if as_json:
         echo_json(result)
     else:

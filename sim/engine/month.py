@@ -27,7 +27,7 @@ from sim.engine.state import ShardMonth
 from sim.model import keyed
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period, epoch_day, seasonal_bound
-from sim.model.changes import MonthStart, month_changes
+from sim.model.changes import MonthStart, history_recorded, month_changes
 from sim.model.effects import Effect, breakpoints, effects_of
 from sim.model.population import acquisition_total, create_agents, initial_agents
 from sim.model.purchases import HISTORY_COUNTER, Clocks, advance, graduating, purchases_at
@@ -213,7 +213,7 @@ def simulate_shard(s: Scenario, c: TargetScales, shard: int, agents: Agents, per
         prev_segment=np.r_[prev_segment, world.agents.segment[n_old:]],
     )
     labels = label_arrays(world.agents, period, s)
-    history_rows = month_changes(s, c, period, start_state, world.agents, purchases)
+    history_rows = month_changes(s, c, period, start_state, world.agents, purchases) if history_recorded() else {}
     if history is not None:
         # History goes to raw_transactions only: daily metrics stay inside the window.
         purchases = Purchases.concat([history, purchases])

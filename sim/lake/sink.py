@@ -63,6 +63,7 @@ from sim.lake.state import (
 )
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period
+from sim.model.changes import history_recorded
 from sim.scenario import Scenario
 
 __all__ = ["MANIFEST_TABLE", "Batcher", "DeltaSink", "MonthWritten", "Part", "commit_month", "month_done",
@@ -114,12 +115,14 @@ class DeltaSink:
             tables: dict[str, Part] = {name: (SCHEMAS[name], [_file(m, name) for m in months if name in m.files])
                                        for name in ("raw_customers", "raw_transactions", "customer_labels")}
             tables["daily_metrics"] = metrics_table(period, months)
-            tables["customer_history"] = self._history_files(before, period, months)
+            if history_recorded():  # (not in the benchmark's baseline without the history)
+                tables["customer_history"] = self._history_files(before, period, months)
             state_files = {m.shard: _file(m, "state") for m in months}
         else:
             tables, self.carry = self.batch(before, period, months, self.carry)
-            tables["customer_history"], self.history_carry = deliver_history(tables["customer_history"],
-                                                                             self.history_carry, period)
+            if "customer_history" in tables:
+                tables["customer_history"], self.history_carry = deliver_history(tables["customer_history"],
+                                                                                 self.history_carry, period)
             state_files = None
         written = commit_month(self.lake, after, period, tables, carry=self.carry, state_files=state_files,
                                history_carry=self.history_carry, opened=self._opened)
@@ -156,11 +159,14 @@ def write_shard_files(lake: Path, scenario: Scenario, period: Period, agents: Ag
     files: dict[str, object] = {}
     # The shard's on-time changes go in its file; those recorded later go back to the coordinator,
     # which delivers them with a later batch (sim.batch.tables.deliver_history).
-    late = recorded_late(month.history["recorded_us"], period)
     customers = customers_table(scenario.seed, [month])
-    on_time = history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}], customers=customers)
-    for name, rows in (("raw_customers", customers), ("customer_labels", labels_table(scenario, [month])),
-                       ("customer_history", on_time)):
+    parts = [("raw_customers", customers), ("customer_labels", labels_table(scenario, [month]))]
+    late = np.zeros(0, bool)
+    if month.history:  # (none in the benchmark's baseline without the history)
+        late = recorded_late(month.history["recorded_us"], period)
+        parts.append(("customer_history", history_table(scenario.seed, [{k: v[~late] for k, v in month.history.items()}],
+                                                        customers=customers)))
+    for name, rows in parts:
         if rows.num_rows:
             files[name] = write_part(lake / name, rows, name=part_name(month=month_no, shard=month.shard, kind=name))
     files["state"] = write_part(internal_dir(lake) / "state", shard_state_table(month.shard, agents),
@@ -243,7 +249,9 @@ def commit_month(lake: Path, after: RunState, period: Period, tables: dict[str, 
     meta_common = {"scenario_digest": after.scenario.digest(), "seed": after.scenario.seed,
                    "package_version": package_version(), "month": period.label, "period_index": period.index}
     written = MonthWritten(period, {})
-    for name in (*TABLES, *(n for n in tables if n not in TABLES)):
+    # Every table, each month (customer_history missing only in the benchmark's baseline without it).
+    names = TABLES if history_recorded() else tuple(n for n in TABLES if n != "customer_history")
+    for name in (*names, *(n for n in tables if n not in TABLES)):
         current = _current(lake, name, opened)  # read once: the exactly-once check, then the commit
         if _done(current, month_no):
             written.skipped.append(name)

@@ -23,8 +23,8 @@ META_KEY = "churnsim"  # the commit metadata key of churnsim's own metadata
 # experiment_arms (a map), not experiment_arm; a month of the new schema cannot join a format-1 table.
 # 3: the state is one file per shard, named in the state commit. 4: customers carry tier,
 # trailing spend and change counters (customer_history); a format-3 lake has no history to continue.
-# 5: draws are keyed by each customer's own counters, so a format-4 lake continued here would not
-# be the lake of one run.
+# 5: draws are keyed by each customer's own counters, and customers carry their move/e-mail clock
+# (change_clock): a format-4 lake continued here would not be the lake of one run.
 STATE_FORMAT = 5
 # The state commit's metadata maps each shard to its file (relative to the state table): a worker
 # reads its own shard's state and nothing else.

@@ -32,6 +32,9 @@ class Agents:
     version: np.ndarray  # int32, customer_history rows so far
     moves: np.ndarray  # int16, address changes so far (0: the raw_customers address)
     emails: np.ndarray  # int16, e-mail changes so far (0: the raw_customers e-mail)
+    # float64, the move/e-mail clock: exposure left until the next of the two changes (a unit
+    # exponential drawn at signup and after each change, spent at the rates in force month by month).
+    change_clock: np.ndarray
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -58,6 +61,7 @@ _DTYPES = {
     "het": np.float64, "spend_scale": np.float64, "last": np.float64, "dropout": np.float64,
     "graduate_at": np.float64, "grad_to": np.int8, "flags": np.uint64, "due": np.float64,
     "tier": np.int8, "spend": np.float64, "version": np.int32, "moves": np.int16, "emails": np.int16,
+    "change_clock": np.float64,
 }
 
 

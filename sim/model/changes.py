@@ -10,17 +10,20 @@ the same rows, and a month made in a resumed run is the month of a straight one.
   on the customer's trailing spend, an exponentially decayed sum of its purchases scaled to
   currency per month (a steady spend of m a month converges to m); a tier is entered at its
   threshold and kept down to ``tier_downgrade_ratio`` of it.
-* **address** and **email**: Poisson clocks per customer at the scenario's yearly rates, read
-  off one keyed uniform per customer and month (at most one of the two changes a month), only
-  while the customer is live. The new address and e-mail are keyed by (customer, change
-  counter), so the state holds counters, not strings.
+* **address** and **email**: one Poisson clock per customer at the two yearly rates' sum, only
+  while the customer is live: the state carries the exposure left until the next change (drawn
+  at signup and after each change), so a month costs a subtraction per customer and a draw per
+  change, and a customer may change more than once in a month. The new address and e-mail are
+  keyed by (customer, change counter), so the state holds counters, not strings.
 
-Randomness is keyed by (seed, customer, month) or (seed, customer, version): no global state.
+Randomness is keyed by (seed, customer, month), (seed, customer, version) or (seed, customer,
+change counter): no global state.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +36,15 @@ from sim.model.population import DAYS_PER_MONTH
 from sim.model.rates import TargetScales, rates_at
 from sim.scenario import Scenario
 
-__all__ = ["HISTORY_FIELDS", "MonthStart", "month_changes"]
+__all__ = ["BENCH_NO_HISTORY_ENV", "HISTORY_FIELDS", "MonthStart", "history_recorded", "month_changes"]
 
 SIGNUP, SEGMENT, TIER, ADDRESS, EMAIL = (CHANGE_TYPES.index(k) for k in CHANGE_TYPES)
 _US_PER_DAY = 86_400_000_000
+# The baseline of the benchmark's history cost (sim.bench_history) runs with this set to "1" in its
+# (fresh) process: the engine then skips month_changes and the batch and sinks the customer_history
+# table, so the history is timed against the same job without it. Bench-only, not a scenario key:
+# such a lake lacks a table. An environment variable, so a benchmark's worker processes see it too.
+BENCH_NO_HISTORY_ENV = "_CHURNSIM_BENCH_NO_HISTORY"
 HISTORY_FIELDS = ("customer_id", "valid_from_us", "version", "change_type", "segment", "tier", "moves", "emails",
                   "recorded_us")
 
@@ -56,6 +64,11 @@ class MonthStart:
         joined = np.r_[np.full(n_old, initial), np.ones(n_new, bool)]
         return cls(np.r_[agents.segment, newcomers.segment], np.r_[agents.graduate_at, newcomers.graduate_at],
                    joined, np.r_[np.full(n_old, initial), np.zeros(n_new, bool)])
+
+
+def history_recorded() -> bool:
+    """Whether customer_history is made (always, but in the benchmark's baseline: BENCH_NO_HISTORY_ENV)."""
+    return os.environ.get(BENCH_NO_HISTORY_ENV) != "1"
 
 
 def _tier_up(spend: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -81,28 +94,55 @@ def _in_group(idx: np.ndarray, x: np.ndarray) -> np.ndarray:
     return cs - np.maximum.accumulate(base)
 
 
-def _moves_and_emails(s: Scenario, ag: Agents, period: Period) -> tuple[np.ndarray, np.ndarray]:
-    """Times of each customer's move and e-mail change this month (NaN: none); live customers only.
+def _moves_and_emails(s: Scenario, ag: Agents, period: Period,
+                      joined: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This month's moves and e-mail changes: (customer index, change type, time), live customers only.
 
-    One Poisson clock at the two rates' sum, read off one keyed uniform per live customer and
-    month (its first arrival in the month, if any); which of the two it is, by their rates, is a
-    second keyed draw for those few. So a customer changes at most one of them a month (a second
-    change in the same month is about 3e-5 of months at the default rates, and is not drawn).
+    One Poisson clock at the two rates' sum. Each customer carries the exposure left until its
+    next change (``ag.change_clock``): a unit exponential keyed by (customer, its changes so far),
+    drawn at signup (``joined``) and after each change, and spent at the rates in force, so a
+    month costs one subtraction per live customer and a draw per change. A new scenario's rates
+    apply from its first month, and two or more changes in a month happen at their rate (an exact
+    Poisson process). Which of the two a change is, by their rates, is a keyed draw per change.
+    Updates ``ag.change_clock``.
     """
     ch = s.population.changes
     rate = ch.move_rate_per_year + ch.email_change_rate_per_year
-    move, email = np.full(len(ag), np.nan), np.full(len(ag), np.nan)
+    seed, cid, clock = s.seed, ag.customer_id, ag.change_clock
+
+    def done(i: np.ndarray) -> np.ndarray:  # changes so far: key the clock's next draw
+        return ag.moves[i].astype(np.int64) + ag.emails[i]
+
+    new = np.flatnonzero(joined)
+    if len(new):
+        clock[new] = -np.log(keyed.uniform(seed, "change_clock", cid[new], done(new)))
+    none = np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0)
     if rate <= 0 or not len(ag):
-        return move, email
+        return none
+    per_day = rate / 365.25
+    # Whole-array arithmetic, no gather: live from lo until the month's end or the dropout (NaN: none).
     lo = np.maximum(period.t0, ag.since)
-    live = np.flatnonzero(~(ag.dropout <= lo))  # NaN: still live
-    u = keyed.uniform(s.seed, "move", ag.customer_id[live], period.index)
-    t = lo[live] - np.log(u) * (365.25 / rate)
-    ok = (t < period.t1) & ~(ag.dropout[live] <= t)
-    who, t = live[ok], t[ok]
-    is_email = keyed.uniform(s.seed, "email", ag.customer_id[who], period.index) < ch.email_change_rate_per_year / rate
-    email[who[is_email]], move[who[~is_email]] = t[is_email], t[~is_email]
-    return move, email
+    end = np.fmin(ag.dropout, period.t1)
+    spend = np.maximum(end - lo, 0.0)
+    spend *= per_day
+    who = np.flatnonzero(clock < spend)
+    t, k = lo[who] + clock[who] / per_day, done(who)
+    clock -= spend  # (the changers' clocks are drawn again below)
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    while len(who):  # the few who changed: their next change, until it falls after the month
+        out.append((who, t, k))
+        k = k + 1
+        e = -np.log(keyed.uniform(seed, "change_clock", cid[who], k))
+        nxt = t + e / per_day
+        again = nxt < end[who]
+        rest = ~again
+        clock[who[rest]] = e[rest] - (end[who[rest]] - t[rest]) * per_day
+        who, t, k = who[again], nxt[again], k[again]
+    if not out:
+        return none
+    idx, t, k = (np.concatenate([o[i] for o in out]) for i in range(3))
+    is_email = keyed.uniform(seed, "change_kind", cid[idx], k) < ch.email_change_rate_per_year / rate
+    return idx, np.where(is_email, EMAIL, ADDRESS).astype(np.int8), t
 
 
 def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStart, ag: Agents,
@@ -134,15 +174,15 @@ def month_changes(s: Scenario, c: TargetScales, period: Period, start: MonthStar
     new_tier = _review(old_tier, spend, thresholds, ch.tier_downgrade_ratio)
     ag.spend[:], ag.tier[:] = spend, new_tier
 
-    graduated = (start.segment == NEW_CUSTOMER) & (ag.segment != NEW_CUSTOMER)
-    grad_t = np.maximum(np.maximum(start.graduate_at, t0), ag.since)
-    move_t, email_t = _moves_and_emails(s, ag, period)
-    parts = [(np.flatnonzero(start.joined), SIGNUP, ag.since), (np.flatnonzero(graduated), SEGMENT, grad_t),
-             (np.flatnonzero(~np.isnan(move_t)), ADDRESS, move_t), (np.flatnonzero(~np.isnan(email_t)), EMAIL, email_t),
-             (np.flatnonzero(new_tier != old_tier), TIER, np.full(n, t1))]
-    idx = np.concatenate([p[0] for p in parts])
-    kind = np.concatenate([np.full(len(p[0]), p[1], np.int8) for p in parts])
-    t = np.concatenate([p[2][p[0]] for p in parts])
+    joined = np.flatnonzero(start.joined)
+    grads = np.flatnonzero((start.segment == NEW_CUSTOMER) & (ag.segment != NEW_CUSTOMER))
+    grad_t = np.maximum(np.maximum(start.graduate_at[grads], t0), ag.since[grads])
+    tiered = np.flatnonzero(new_tier != old_tier)
+    moved, moved_kind, moved_t = _moves_and_emails(s, ag, period, start.joined)
+    parts = [(joined, SIGNUP, ag.since[joined]), (grads, SEGMENT, grad_t), (tiered, TIER, np.full(len(tiered), t1))]
+    idx = np.concatenate([p[0] for p in parts] + [moved])
+    kind = np.concatenate([np.full(len(p[0]), p[1], np.int8) for p in parts] + [moved_kind])
+    t = np.concatenate([p[2] for p in parts] + [moved_t])
     order = np.lexsort((kind, t, idx))
     idx, kind, t = idx[order], kind[order], t[order]
 

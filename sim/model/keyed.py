@@ -18,11 +18,11 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31, _S11 = (np.uint64(s) for s in (30, 27, 31, 11))
 
 # Stream tags: one per kind of draw, so no two draws share a key. A retired tag is never reused
-# (5 and 8 were), so the other streams keep their numbers.
+# (5, 8, 15 and 16 were), so the other streams keep their numbers.
 STREAMS = {
     "gap": 1, "accept": 2, "dropout": 3, "amount_a": 4, "channel": 6, "category": 7, "arrival": 9,
     "assign": 10, "identity": 11, "corrupt": 12, "leave": 13, "leave_rank": 14,
-    "move": 15, "email": 16, "address": 17, "late": 18,
+    "address": 17, "late": 18, "change_clock": 19, "change_kind": 20,
 }
 
 

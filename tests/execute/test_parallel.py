@@ -122,10 +122,14 @@ def test_workers_own_their_shards_state_the_coordinator_only_knows_where_it_is(
 def test_bench_cli_small_json() -> None:
     from sim.cli import main
 
-    result = CliRunner().invoke(main, ["bench", "--size", "small", "--workers", "2", "--json"])
+    result = CliRunner().invoke(main, ["bench", "--size", "small", "--workers", "2", "--history-rounds", "1", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert {"in_memory", "to_delta", "speedup", "floor", "machine"} <= out.keys()
+    assert {"in_memory", "to_delta", "speedup", "floor", "machine", "history_cost"} <= out.keys()
+    for job in ("in_memory", "to_delta"):
+        cost = out["history_cost"][job]
+        assert cost["ratio"] > 0 and cost["cpu_ratio"] > 0 and cost["with_median"] > 0 and cost["without_median"] > 0
+        assert cost["history_rows"] == out[job]["rows"]["customer_history"] > 0 and cost["baseline_history_rows"] == 0
     for key in ("seconds", "transactions", "transactions_per_s"):
         assert out["in_memory"][key] > 0
     assert out["to_delta"]["seconds"] > 0 and out["floor"]["seconds"] > 0

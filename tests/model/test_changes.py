@@ -8,7 +8,7 @@ import numpy as np
 
 from sim.model.agents import Agents, Purchases
 from sim.model.calendar import Period, horizon_periods
-from sim.model.changes import MonthStart, _moves_and_emails, _review, _tier_up, month_changes
+from sim.model.changes import ADDRESS, EMAIL, MonthStart, _moves_and_emails, _review, _tier_up, month_changes
 from sim.model.rates import TargetScales
 from sim.scenario import scenario_from_dict
 
@@ -56,21 +56,67 @@ def _periods(n: int) -> list[Period]:
     return horizon_periods(s.calendar)
 
 
+def _changes(s, ag: Agents, periods: list[Period], *, joined_first: bool = True):
+    """Each month's (customer index, change type, time) from the clock, which ``ag`` carries on."""
+    out = []
+    for k, p in enumerate(periods):
+        joined = np.full(len(ag), joined_first and k == 0)
+        idx, kind, t = _moves_and_emails(s, ag, p, joined)
+        ag.moves += np.bincount(idx, weights=kind == ADDRESS, minlength=len(ag)).astype(np.int16)
+        ag.emails += np.bincount(idx, weights=kind == EMAIL, minlength=len(ag)).astype(np.int16)
+        out.append((idx, kind, t))
+    return out
+
+
 def test_moves_and_emails_come_at_their_yearly_rates_only_while_live():
     s = scenario_from_dict({"population": {"changes": {"move_rate_per_year": 0.6, "email_change_rate_per_year": 0.3}}})
-    n = 200_000
+    n = 100_000
     ag = _one_customer(n)
     ag.dropout[: n // 2] = 18_500.0  # the first half left long ago
-    p = _periods(1)[0]
-    move, email = _moves_and_emails(s, ag, p)
-    assert np.isnan(move[: n // 2]).all() and np.isnan(email[: n // 2]).all()
-    months = (p.t1 - p.t0) / 365.25
+    periods = _periods(6)
+    twin = Agents.from_columns({k: v.copy() for k, v in ag.columns().items()})
+    months = _changes(s, ag, periods)
     live = n // 2
-    for got, rate in ((move, 0.6), (email, 0.3)):
-        want = live * (1 - math.exp(-0.9 * months)) * rate / 0.9
-        assert abs(np.sum(~np.isnan(got)) - want) < 4 * math.sqrt(want)
-        t = got[~np.isnan(got)]
+    for (idx, kind, t), p in zip(months, periods, strict=True):
+        assert (idx >= n // 2).all()
         assert ((t >= p.t0) & (t < p.t1)).all()
-    assert not (~np.isnan(move) & ~np.isnan(email)).any()  # at most one of the two a month
-    again = _moves_and_emails(s, ag, p)
-    assert np.array_equal(move, again[0], equal_nan=True) and np.array_equal(email, again[1], equal_nan=True)
+        years = (p.t1 - p.t0) / 365.25
+        for code, rate in ((ADDRESS, 0.6), (EMAIL, 0.3)):
+            want = live * rate * years  # an exact Poisson process: every change counts, not only a month's first
+            assert abs(np.sum(kind == code) - want) < 4 * math.sqrt(want)
+    again = _changes(s, twin, periods)
+    for x, y in zip(months, again, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(x, y, strict=True))
+    np.testing.assert_array_equal(ag.change_clock, twin.change_clock)
+
+
+def test_a_month_may_hold_several_changes_as_a_poisson_process_does():
+    s = scenario_from_dict({"population": {"changes": {"move_rate_per_year": 8, "email_change_rate_per_year": 4}}})
+    n = 50_000
+    ag = _one_customer(n)
+    p = _periods(1)[0]
+    [(idx, _, t)] = _changes(s, ag, [p])
+    lam = 12 * (p.t1 - p.t0) / 365.25  # about one change a month
+    per = np.bincount(idx, minlength=n)
+    for k in range(4):
+        want = n * math.exp(-lam) * lam ** k / math.factorial(k)
+        assert abs(np.sum(per == k) - want) < 4 * math.sqrt(want), k
+    order = np.lexsort((t, idx))
+    same = idx[order][1:] == idx[order][:-1]
+    assert same.any() and (np.diff(t[order])[same] > 0).all()  # a customer's changes one after another
+
+
+def test_a_new_rate_applies_from_its_first_month():
+    """The clock carries exposure, not a time: customers who joined under a zero rate change from
+    the first month a scenario sets one (as after ``append --scenario``)."""
+    off = scenario_from_dict({"population": {"changes": {"move_rate_per_year": 0, "email_change_rate_per_year": 0}}})
+    on = scenario_from_dict({"population": {"changes": {"move_rate_per_year": 6, "email_change_rate_per_year": 0}}})
+    n = 20_000
+    ag = _one_customer(n)
+    periods = _periods(4)
+    assert all(len(m[0]) == 0 for m in _changes(off, ag, periods[:2]))
+    assert np.isfinite(ag.change_clock).all() and (ag.change_clock > 0).all()
+    later = _changes(on, ag, periods[2:], joined_first=False)
+    for (idx, kind, _), p in zip(later, periods[2:], strict=True):
+        want = n * 6 * (p.t1 - p.t0) / 365.25
+        assert abs(len(idx) - want) < 4 * math.sqrt(want) and (kind == ADDRESS).all()
