@@ -185,9 +185,7 @@ def fit_scenario(
         min_rate = 1.0 / days
         iterates = []
         for i in range(iterations):
-            # Each round draws fresh customers (its Jacobian's runs share them): the iterates then
-            # chase independent simulation noise, which their mean averages out.
-            got = moments_of(p, i)
+            got = moments_of(p, i)  # round i's own customers (see the module docstring)
             if got is None:
                 p.rate = {k: v * 3 for k, v in p.rate.items()}
                 continue
