@@ -140,35 +140,42 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
     tables = dict(zip(TABLES[:4], (customers, transactions_table(state, months), labels_table(s, months),
                                    metrics_table(period, months)), strict=True))
     if history_recorded():  # (not in the benchmark's baseline without the history)
-        tables["customer_history"] = history_table(s.seed, [m.history for m in months], customers=customers)
+        tables["customer_history"] = history_table(s.seed, [m.history for m in months], customers=customers,
+                                                   period=period)
     return tables
 
 
-def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: pa.Table | None = None) -> pa.Table:
+def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: pa.Table | None = None,
+                  period: Period | None = None) -> pa.Table:
     """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in the given order.
 
-    ``customers``, the month's raw_customers rows, if given, lends its strings to the signup rows
-    (the same values, without drawing them again).
+    ``customers``, the month's raw_customers rows, if given, lends its strings to the signup rows:
+    they come first, in its order (the same values, not drawn or copied again), then the changes.
+    With ``period``, the changes recorded after its end come last (a batch then holds them back
+    without copying the others: :func:`deliver_history`).
     """
     h = {k: np.concatenate([p[k] for p in parts if p] or [np.empty(0, np.int64)]) for k in HISTORY_FIELDS}
-    cid = h["customer_id"].astype(np.int64)
+    if period is not None:
+        late = recorded_late(h["recorded_us"], period)
+        if late.any():
+            h = {k: v[np.r_[np.flatnonzero(~late), np.flatnonzero(late)]] for k, v in h.items()}
     signup = h["change_type"] == CHANGE_TYPES.index("signup")
-    if customers is not None and customers.num_rows and signup.any():
-        # Signup rows' strings from raw_customers, the others drawn; then back in the rows' order.
-        # One take per column from [the customers' strings, the drawn ones].
-        source = np.empty(len(cid), np.int64)
-        source[signup] = np.searchsorted(customers.column("customer_id").to_numpy(), cid[signup])
-        source[~signup] = customers.num_rows + np.arange(int((~signup).sum()))
-        other = cid[~signup]
-        drawn = {"email": email_column(seed, other, h["emails"][~signup]),
-                 **address_columns(seed, other, h["moves"][~signup])}
-        take = pa.array(source)
-        strings = {k: pa.chunked_array([*customers.column(k).chunks, v]).take(take).combine_chunks()
-                   for k, v in drawn.items()}
+    strings: dict[str, pa.Array | pa.ChunkedArray]
+    first = np.flatnonzero(signup)
+    if customers is not None and np.array_equal(h["customer_id"][first], customers.column("customer_id").to_numpy()) \
+            and len(first):
+        # Each new customer's one signup row, by id (rows come by customer): raw_customers' rows.
+        rest = np.flatnonzero(~signup)
+        h = {k: v[np.r_[first, rest]] for k, v in h.items()}
+        other = h["customer_id"][len(first):].astype(np.int64)
+        drawn = {"email": email_column(seed, other, h["emails"][len(first):]),
+                 **address_columns(seed, other, h["moves"][len(first):])}
+        strings = {k: pa.chunked_array([*customers.column(k).chunks, v]) for k, v in drawn.items()}
     else:
+        cid = h["customer_id"].astype(np.int64)
         strings = {"email": email_column(seed, cid, h["emails"]), **address_columns(seed, cid, h["moves"])}
     return pa.table({
-        "customer_id": cid,
+        "customer_id": h["customer_id"].astype(np.int64),
         "valid_from": pa.array(h["valid_from_us"].astype(np.int64), pa.int64()).cast(_UTC),
         "version": pa.array(h["version"].astype(np.int32)),
         "change_type": codes_to_strings("change_type", h["change_type"]),
@@ -276,12 +283,27 @@ def deliver_history(rows: pa.Table, carry: pa.Table | None, period: Period) -> t
 
     ``carry`` is what earlier batches held back; a late change reaches the first batch whose month
     end is at or after its ``recorded_at``, so a Delta version never holds a row recorded after it.
+    Both come in order: the carry's, then the month's.
     """
-    rows = rows if carry is None else pa.concat_tables([carry.cast(HISTORY), rows])
-    now = ~recorded_late(rows.column("recorded_at").cast(pa.int64()).to_numpy(), period)
-    if now.all():
+    due, held = _held_back(rows, period)
+    if carry is None:
+        return due, held
+    carry_due, carry_held = _held_back(carry.cast(HISTORY), period)
+    due = pa.concat_tables([carry_due, due])
+    if carry_held is None or held is None:
+        return due, carry_held if held is None else held
+    return due, pa.concat_tables([carry_held, held])
+
+
+def _held_back(rows: pa.Table, period: Period) -> tuple[pa.Table, pa.Table | None]:
+    late = recorded_late(rows.column("recorded_at").cast(pa.int64()).to_numpy(), period)
+    held = int(late.sum())
+    if not held:
         return rows, None
-    return rows.filter(pa.array(now)), rows.filter(pa.array(~now))
+    due = rows.num_rows - held
+    if late[due:].all():  # at the end (history_table given the period): slices, no copy
+        return rows.slice(0, due), rows.slice(due)
+    return rows.filter(pa.array(~late)), rows.filter(pa.array(late))
 
 
 def labels_table(s: Scenario, months: list[ShardMonth]) -> pa.Table:

@@ -32,7 +32,7 @@ def _pools() -> dict[str, pa.Array]:
     places = [(fake.city(), fake.state_abbr(), fake.zipcode()) for _ in range(_POOL_SIZE)]
     domains = sorted({fake.free_email_domain() for _ in range(200)})
     # Arrow arrays: rows take from them without a Python string per row.
-    return {k: pa.array(v, pa.string()) for k, v in {
+    pools = {k: pa.array(v, pa.string()) for k, v in {
         "first": first,
         "last": last,
         "city": [p[0] for p in places],
@@ -40,24 +40,26 @@ def _pools() -> dict[str, pa.Array]:
         "zip": [p[2] for p in places],
         "domain": domains,
     }.items()}
+    # The e-mail's name parts, lowered and without apostrophes once per pool entry, not per row.
+    for k in ("first", "last"):
+        pools[f"{k}_local"] = pc.replace_substring(pc.utf8_lower(pools[k]), "'", "")
+    return pools
 
 
-def _pick(pool: pa.Array, seed: int, cid: np.ndarray, part: int) -> pa.Array:
-    u = keyed.uniform(seed, "identity", cid, part)
-    return pool.take(pa.array((u * len(pool)).astype(np.int64)))
+def _index(seed: int, cid: np.ndarray, part: int) -> pa.Array:
+    """Each customer's keyed index into a name pool (``part`` 0: first names, 1: last names)."""
+    return pa.array((keyed.uniform(seed, "identity", cid, part) * _POOL_SIZE).astype(np.int64))
 
 
 def identity_columns(seed: int, customer_id: np.ndarray) -> dict[str, pa.Array]:
     """first_name, last_name, email, city, state and postal_code for each customer id."""
     pools = _pools()
-    zero = np.zeros(len(customer_id), np.int64)
-    first = _pick(pools["first"], seed, customer_id, 0)
-    last = _pick(pools["last"], seed, customer_id, 1)
+    first, last = _index(seed, customer_id, 0), _index(seed, customer_id, 1)
     return {
-        "first_name": first,
-        "last_name": last,
-        "email": _email(seed, customer_id, zero, first, last),
-        **address_columns(seed, customer_id, zero),
+        "first_name": pools["first"].take(first),
+        "last_name": pools["last"].take(last),
+        "email": _email(seed, customer_id, np.zeros(len(customer_id), np.int64), first, last),
+        **address_columns(seed, customer_id, np.zeros(len(customer_id), np.int64)),
     }
 
 
@@ -83,18 +85,20 @@ def email_column(seed: int, customer_id: np.ndarray, emails: np.ndarray) -> pa.A
 
     A changed address keeps the name (``first.last.<id>.<k>``) at a domain keyed by the change.
     """
-    pools = _pools()
-    first = _pick(pools["first"], seed, customer_id, 0)
-    last = _pick(pools["last"], seed, customer_id, 1)
-    return _email(seed, customer_id, np.asarray(emails, np.int64), first, last)
+    return _email(seed, customer_id, np.asarray(emails, np.int64), _index(seed, customer_id, 0),
+                  _index(seed, customer_id, 1))
 
 
 def _email(seed: int, customer_id: np.ndarray, emails: np.ndarray, first: pa.Array, last: pa.Array) -> pa.Array:
+    """``first.last.<id>[.<k>]@domain``, lowered, without apostrophes; ``first``/``last``: pool indices."""
     pools = _pools()
     domain = pools["domain"].take(pa.array(_keyed_index(seed, customer_id, emails, 2, len(pools["domain"]))))
-    local = pc.binary_join_element_wise(first, last, pa.array(customer_id, pa.int64()).cast(pa.string()), ".")
+    number = pa.array(customer_id, pa.int64()).cast(pa.string())
     changed = emails > 0
-    if changed.any():
-        counter = pa.array(emails).cast(pa.string())
-        local = pc.if_else(pa.array(changed), pc.binary_join_element_wise(local, counter, "."), local)
-    return pc.binary_join_element_wise(pc.replace_substring(pc.utf8_lower(local), "'", ""), domain, "@")
+    if changed.any():  # the id part only (short strings), not the whole address
+        number = pc.if_else(pa.array(changed), pc.binary_join_element_wise(number, pa.array(emails).cast(pa.string()), "."),
+                            number)
+    dot, at = pa.scalar("."), pa.scalar("@")
+    # One pass: the separators are scalars, joined with an empty separator.
+    return pc.binary_join_element_wise(pools["first_local"].take(first), dot, pools["last_local"].take(last), dot,
+                                       number, at, domain, "")
