@@ -47,8 +47,11 @@ def _show(r: dict) -> None:
         for job, label in (("in_memory", "in memory"), ("to_delta", "to Delta")):
             j = hc[job]
             click.echo(f"    {label + ':':10} {j['with_median']:6.2f} s with, {j['without_median']:6.2f} s without "
-                       f"= {j['ratio']:.3f}x ({(j['ratio'] - 1) * 100:+.1f} %), CPU {j['cpu_ratio']:.3f}x "
-                       f"({(j['cpu_ratio'] - 1) * 100:+.1f} %)")
+                       f"= {j['ratio']:.3f}x ({(j['ratio'] - 1) * 100:+.1f} %; rounds {min(j['ratios']):.2f}-"
+                       f"{max(j['ratios']):.2f}), CPU {j['cpu_ratio']:.3f}x ({(j['cpu_ratio'] - 1) * 100:+.1f} %; "
+                       f"rounds {min(j['cpu_ratios']):.2f}-{max(j['cpu_ratios']):.2f})")
+            click.echo(f"    {'':10} fastest with against fastest without: {j['fastest_ratio']:.3f}x, "
+                       f"CPU {j['fastest_cpu_ratio']:.3f}x")
     for row in r["in_memory"].get("profile", []):
         click.echo(f"    {row['cumtime']:8.3f} s cum {row['tottime']:8.3f} s own {row['calls']:>8}  {row['function']}")
 
@@ -62,7 +65,7 @@ def _show(r: dict) -> None:
 @click.option("--scale-out", "scale", is_flag=True,
               help="Also the Spark driver's peak RSS at 50k and 1M customers (local-cluster) and 10M customers "
                    "x 24 months with the local engine (tens of minutes; needs pyspark and Java).")
-@click.option("--history-rounds", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--history-rounds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Rounds of the preset with and without customer_history, for its cost (0: skip).")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @click.option("--profile", is_flag=True, help="Add the top functions by cumulative time (in-memory run).")

@@ -129,6 +129,8 @@ def test_bench_cli_small_json() -> None:
     for job in ("in_memory", "to_delta"):
         cost = out["history_cost"][job]
         assert cost["ratio"] > 0 and cost["cpu_ratio"] > 0 and cost["with_median"] > 0 and cost["without_median"] > 0
+        assert cost["ratios"] == [cost["ratio"]]  # one round: its ratio is the median
+        assert cost["fastest_ratio"] == round(cost["with_seconds"][0] / cost["without_seconds"][0], 3)
         assert cost["history_rows"] == out[job]["rows"]["customer_history"] > 0 and cost["baseline_history_rows"] == 0
     for key in ("seconds", "transactions", "transactions_per_s"):
         assert out["in_memory"][key] > 0
