@@ -147,7 +147,7 @@ def month_tables(state: RunState, period: Period, months: list[ShardMonth]) -> d
 
 def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: pa.Table | None = None,
                   period: Period | None = None) -> pa.Table:
-    """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in the given order.
+    """customer_history rows from shards' change arrays (:mod:`sim.model.changes`), in their order.
 
     ``customers``, the month's raw_customers rows, if given, lends its strings to the signup rows:
     they come first, in its order (the same values, not drawn or copied again), then the changes.
@@ -162,8 +162,8 @@ def history_table(seed: int, parts: list[dict[str, np.ndarray]], *, customers: p
     signup = h["change_type"] == CHANGE_TYPES.index("signup")
     strings: dict[str, pa.Array | pa.ChunkedArray]
     first = np.flatnonzero(signup)
-    if customers is not None and np.array_equal(h["customer_id"][first], customers.column("customer_id").to_numpy()) \
-            and len(first):
+    if len(first) and customers is not None \
+            and np.array_equal(h["customer_id"][first], customers.column("customer_id").to_numpy()):
         # Each new customer's one signup row, by id (rows come by customer): raw_customers' rows.
         rest = np.flatnonzero(~signup)
         h = {k: v[np.r_[first, rest]] for k, v in h.items()}
